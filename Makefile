@@ -1,0 +1,55 @@
+# lcip — make targets. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lcip-setup
+REGION ?= demo
+JOBS ?= 2
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-slow lint format bench priors clean
+
+help:  ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## Create .venv and install lcip with pinned torch (idempotent, quick when done)
+
+demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet)
+	$(VENV)/bin/lcip-demo $(ARGS)
+
+test: $(STAMP)  ## Run tests, lint (ruff) and types (mypy)
+	$(VENV)/bin/ruff check lcip tests scripts
+	$(VENV)/bin/ruff format --check lcip tests scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q $(ARGS)
+
+test-slow: $(STAMP)  ## Run only the slow tests
+	$(VENV)/bin/pytest -q -m slow $(ARGS)
+
+lint: $(STAMP)  ## Lint and type-check only
+	$(VENV)/bin/ruff check lcip tests scripts
+	$(VENV)/bin/ruff format --check lcip tests scripts
+	$(VENV)/bin/mypy
+
+format: $(STAMP)  ## Auto-format and fix lint
+	$(VENV)/bin/ruff format lcip tests scripts
+	$(VENV)/bin/ruff check --fix lcip tests scripts
+
+priors: $(STAMP)  ## Build priors: make priors REGION=demo PRIOR=nlcd JOBS=2
+	$(VENV)/bin/lcip-prior region=$(REGION) prior=$(or $(PRIOR),nlcd) jobs=$(JOBS) $(ARGS)
+
+bench: $(STAMP)  ## Run the benchmarks (figures go to BENCHMARKS.md)
+	$(PY) scripts/bench_train_step.py
+	$(PY) scripts/bench_blur.py
+
+clean:  ## Remove outputs (keeps .venv)
+	rm -rf outputs lightning_logs multirun

@@ -1,0 +1,1 @@
+"""Prior layers: NLCD prior, vector layers, fused and learned priors."""

@@ -1,0 +1,355 @@
+"""Raster I/O shared by every stage: pixel grids, aligned reads and atomic GeoTIFF writes.
+
+A :class:`Grid` is a CRS + affine transform + shape. Every layer of a tile lives on the tile's
+grid (the NAIP grid). Sources on other grids (30 m NLCD, a region-wide mosaic, another CRS) are
+read onto a tile grid with :func:`read_on_grid`, optionally with a halo of extra pixels.
+
+Written rasters are tiled (256x256), DEFLATE-compressed GeoTIFFs that appear whole or not at
+all (written to a temporary file in the same folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from lcip.errors import DataError, GridMismatchError
+
+#: Block size of every raster lcip writes.
+BLOCK_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid: CRS, affine transform and shape (rows, cols).
+
+    Args:
+        crs: coordinate reference system.
+        transform: affine transform from pixel (col, row) to CRS coordinates.
+        height: number of rows.
+        width: number of columns.
+    """
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> Grid:
+        """Read the grid of a raster file.
+
+        Args:
+            path: raster file.
+
+        Returns:
+            the raster's grid.
+        """
+        with open_raster(path) as src:
+            return cls(src.crs, src.transform, src.height, src.width)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width)."""
+        return (self.height, self.width)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in CRS units."""
+        left, top = self.transform * (0, 0)
+        right, bottom = self.transform * (self.width, self.height)
+        return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
+
+    def expand(self, halo: int) -> Grid:
+        """The grid grown by ``halo`` pixels on every side (same CRS and resolution).
+
+        Args:
+            halo: number of pixels to add on each side.
+
+        Returns:
+            the larger grid.
+        """
+        return Grid(
+            self.crs,
+            self.transform * Affine.translation(-halo, -halo),
+            self.height + 2 * halo,
+            self.width + 2 * halo,
+        )
+
+    def window(self, window: Window) -> Grid:
+        """The sub-grid covered by a pixel window of this grid.
+
+        Args:
+            window: pixel window.
+
+        Returns:
+            the sub-grid.
+        """
+        return Grid(
+            self.crs,
+            self.transform * Affine.translation(window.col_off, window.row_off),
+            int(window.height),
+            int(window.width),
+        )
+
+    def same_as(self, other: Grid, tol: float = 1e-6) -> bool:
+        """Whether two grids match (CRS, shape, and transform within ``tol`` of a pixel).
+
+        Args:
+            other: grid to compare with.
+            tol: tolerance as a fraction of the pixel size.
+
+        Returns:
+            True when the grids are the same.
+        """
+        if self.shape != other.shape or self.crs != other.crs:
+            return False
+        scale = max(self.res)
+        return bool(
+            np.allclose(
+                np.asarray(self.transform)[:6], np.asarray(other.transform)[:6], rtol=0, atol=tol * scale
+            )
+        )
+
+    def describe(self) -> str:
+        """Short human-readable description used in error messages."""
+        left, bottom, right, top = self.bounds
+        return (
+            f"{self.crs.to_string() if self.crs else 'no CRS'} {self.width}x{self.height} px "
+            f"res {self.res[0]:g} at ({left:.2f}, {top:.2f})"
+        )
+
+
+@contextmanager
+def open_raster(path: str | Path) -> Iterator[Any]:
+    """Open a raster for reading, turning a missing or corrupt file into a one-line error.
+
+    Args:
+        path: raster file.
+
+    Yields:
+        the open rasterio dataset.
+
+    Raises:
+        DataError: if the file is missing or cannot be read as a raster.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise DataError(f"{path}: cannot be read as a raster ({exc})") from None
+    try:
+        yield src
+    finally:
+        src.close()
+
+
+def check_same_grid(paths: Mapping[str, str | Path], context: str = "tile") -> Grid:
+    """Check that several rasters share one grid.
+
+    Args:
+        paths: layer name -> raster file.
+        context: what the layers belong to (e.g. the tile id), for the error message.
+
+    Returns:
+        the common grid.
+
+    Raises:
+        GridMismatchError: naming the first layer whose grid differs from the first one's.
+    """
+    items = list(paths.items())
+    if not items:
+        raise ValueError("check_same_grid needs at least one layer")
+    ref_name, ref_path = items[0]
+    ref = Grid.of(ref_path)
+    for name, path in items[1:]:
+        grid = Grid.of(path)
+        if not grid.same_as(ref):
+            raise GridMismatchError(
+                f"{path}: layer '{name}' of {context} is on grid {grid.describe()}, "
+                f"but '{ref_name}' ({ref_path}) is on {ref.describe()}"
+            )
+    return ref
+
+
+def read_on_grid(
+    path: str | Path,
+    grid: Grid,
+    *,
+    bands: int | list[int] | None = None,
+    resampling: Resampling = Resampling.nearest,
+    fill: float | None = None,
+    dtype: str | None = None,
+) -> npt.NDArray[Any]:
+    """Read a raster onto a target grid (reprojecting / resampling if needed).
+
+    When the source already has the grid's CRS and resolution and is pixel-aligned with it,
+    this is a plain windowed read (with ``boundless`` filling outside the source); otherwise it
+    goes through a :class:`rasterio.vrt.WarpedVRT` with the given resampling.
+
+    Args:
+        path: source raster.
+        grid: target grid.
+        bands: 1-based band index or list of indices; None reads all bands.
+        resampling: resampling method when warping (nearest for categorical data).
+        fill: value for pixels outside the source; defaults to the source nodata or 0.
+        dtype: output dtype; defaults to the source dtype.
+
+    Returns:
+        array of shape (bands, height, width), or (height, width) when ``bands`` is an int.
+    """
+    with open_raster(path) as src:
+        nodata = src.nodata if fill is None else fill
+        fill_value = 0 if nodata is None else nodata
+        out_dtype = dtype or src.dtypes[0]
+        band_arg: Any = bands if bands is not None else list(range(1, src.count + 1))
+        src_grid = Grid(src.crs, src.transform, src.height, src.width)
+        if src.crs is None:
+            raise DataError(f"{path}: raster has no CRS")
+        aligned = _window_in(src_grid, grid)
+        if aligned is not None:
+            data = src.read(band_arg, window=aligned, boundless=True, fill_value=fill_value)
+        else:
+            with WarpedVRT(
+                src,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=resampling,
+                nodata=fill_value,
+            ) as vrt:
+                data = vrt.read(band_arg)
+        return data.astype(out_dtype, copy=False)
+
+
+def _window_in(src: Grid, target: Grid) -> Window | None:
+    """The window of ``src`` equal to ``target`` if the grids are pixel-aligned, else None."""
+    if src.crs != target.crs:
+        return None
+    s, t = src.transform, target.transform
+    if s.b != 0 or s.d != 0 or t.b != 0 or t.d != 0:
+        return None
+    if not (np.isclose(s.a, t.a, rtol=1e-9) and np.isclose(s.e, t.e, rtol=1e-9)):
+        return None
+    col = (t.c - s.c) / s.a
+    row = (t.f - s.f) / s.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return Window(round(col), round(row), target.width, target.height)
+
+
+def write_raster(
+    path: str | Path,
+    data: npt.NDArray[Any],
+    grid: Grid,
+    *,
+    nodata: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    band_names: list[str] | None = None,
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+) -> Path:
+    """Write a tiled, compressed GeoTIFF atomically (temp file + rename).
+
+    Args:
+        path: destination file; parent folders are created.
+        data: array (bands, height, width) or (height, width).
+        grid: the grid the data is on; its shape must match the data.
+        nodata: nodata value to record.
+        tags: dataset-level metadata tags (values are converted to strings).
+        band_names: band descriptions (e.g. class names).
+        colormap: colour table for band 1 (uint8 class rasters), for QGIS.
+
+    Returns:
+        the destination path.
+    """
+    path = Path(path)
+    arr = data[None] if data.ndim == 2 else data
+    if arr.shape[1:] != grid.shape:
+        raise ValueError(f"{path}: data shape {arr.shape[1:]} does not match grid {grid.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocked = grid.width >= BLOCK_SIZE and grid.height >= BLOCK_SIZE
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": arr.shape[0],
+        "dtype": arr.dtype.name,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": 3 if arr.dtype.kind == "f" else 2,
+        "interleave": "pixel" if arr.shape[0] <= 4 else "band",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if blocked:
+        profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(arr)
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            if band_names:
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+            if colormap is not None:
+                dst.write_colormap(1, dict(colormap))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | None = None) -> bool:
+    """Whether a file is a readable raster (on ``grid`` with ``count`` bands, if given).
+
+    Used by idempotent stages to skip outputs that already exist and are whole.
+
+    Args:
+        path: raster file.
+        grid: expected grid, or None to accept any.
+        count: expected band count, or None to accept any.
+
+    Returns:
+        True when the file exists, opens and matches.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    try:
+        with rasterio.open(path) as src:
+            if grid is not None and not Grid(src.crs, src.transform, src.height, src.width).same_as(grid):
+                return False
+            if count is not None and src.count != count:
+                return False
+            # Touch the last block to detect truncated files.
+            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+    except Exception:
+        return False
+    return True
