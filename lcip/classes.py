@@ -120,13 +120,17 @@ class ClassScheme:
 
     def __post_init__(self) -> None:
         if len(self.classes) != len(self.colors):
-            raise ValueError(f"class scheme {self.name}: {len(self.classes)} classes but "
-                             f"{len(self.colors)} colours")
+            raise ValueError(
+                f"class scheme {self.name}: {len(self.classes)} classes but "
+                f"{len(self.colors)} colours"
+            )
         for mapping in (self.label_map, self.prior_map or {}):
             for code, cls in mapping.items():
                 if not 0 <= cls < len(self.classes):
-                    raise ValueError(f"class scheme {self.name}: code {code} maps to class "
-                                     f"{cls}, outside 0..{len(self.classes) - 1}")
+                    raise ValueError(
+                        f"class scheme {self.name}: code {code} maps to class "
+                        f"{cls}, outside 0..{len(self.classes) - 1}"
+                    )
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +143,9 @@ class ClassScheme:
             lut[int(code)] = cls
         return lut
 
-    def map_labels(self, labels: npt.NDArray[Any], *, for_prior: bool = False) -> npt.NDArray[np.uint8]:
+    def map_labels(
+        self, labels: npt.NDArray[Any], *, for_prior: bool = False
+    ) -> npt.NDArray[np.uint8]:
         """Map raw label codes to class indices (unknown codes -> :data:`IGNORE_INDEX`).
 
         Args:
@@ -172,7 +178,9 @@ class ClassScheme:
             classes=tuple(str(c) for c in cfg["classes"]),
             colors=tuple((int(c[0]), int(c[1]), int(c[2])) for c in cfg["colors"]),
             label_map={int(k): int(v) for k, v in dict(cfg["label_map"]).items()},
-            prior_map=None if prior_map is None else {int(k): int(v) for k, v in dict(prior_map).items()},
+            prior_map=None
+            if prior_map is None
+            else {int(k): int(v) for k, v in dict(prior_map).items()},
         )
 
 

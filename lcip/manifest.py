@@ -115,7 +115,9 @@ class Manifest:
                 return t
         raise ManifestError(f"{self.path or 'manifest'}: no tile '{tile_id}'")
 
-    def select(self, splits: str | Sequence[str] | None = None, tile_ids: Iterable[str] | None = None) -> Manifest:
+    def select(
+        self, splits: str | Sequence[str] | None = None, tile_ids: Iterable[str] | None = None
+    ) -> Manifest:
         """The manifest restricted to some splits and/or tile ids.
 
         Args:
@@ -125,16 +127,21 @@ class Manifest:
         Returns:
             a new manifest.
         """
-        keep_splits = {splits} if isinstance(splits, str) else set(splits) if splits is not None else None
+        keep_splits = (
+            {splits} if isinstance(splits, str) else set(splits) if splits is not None else None
+        )
         keep_ids = set(tile_ids) if tile_ids is not None else None
         if keep_ids is not None:
             unknown = keep_ids - {t.tile_id for t in self.tiles}
             if unknown:
-                raise ManifestError(f"{self.path or 'manifest'}: unknown tile ids {sorted(unknown)}")
+                raise ManifestError(
+                    f"{self.path or 'manifest'}: unknown tile ids {sorted(unknown)}"
+                )
         tiles = tuple(
             t
             for t in self.tiles
-            if (keep_splits is None or t.split in keep_splits) and (keep_ids is None or t.tile_id in keep_ids)
+            if (keep_splits is None or t.split in keep_splits)
+            and (keep_ids is None or t.tile_id in keep_ids)
         )
         return Manifest(tiles, self.path)
 
@@ -148,7 +155,10 @@ class Manifest:
         Returns:
             a new manifest (tiles not in ``paths`` keep their layers unchanged).
         """
-        tiles = tuple(t.with_layers(**{name: paths[t.tile_id]}) if t.tile_id in paths else t for t in self.tiles)
+        tiles = tuple(
+            t.with_layers(**{name: paths[t.tile_id]}) if t.tile_id in paths else t
+            for t in self.tiles
+        )
         return Manifest(tiles, self.path)
 
     def check_files(self, layers: Iterable[str] | None = None) -> None:
@@ -168,7 +178,8 @@ class Manifest:
                     raise ManifestError(f"{where}: tile {t.tile_id} has no '{name}' layer")
                 if not t.layers[name].exists():
                     raise ManifestError(
-                        f"{where}: tile {t.tile_id} layer '{name}' names a missing file {t.layers[name]}"
+                        f"{where}: tile {t.tile_id} layer '{name}' names a missing file "
+                        f"{t.layers[name]}"
                     )
 
     @classmethod
@@ -193,7 +204,9 @@ class Manifest:
             missing = [c for c in CORE_COLUMNS if c not in columns]
             if missing:
                 raise ManifestError(f"{path}: missing columns {missing} (has {columns})")
-            layer_cols = [c for c in columns if c not in CORE_COLUMNS and not c.endswith(_META_SUFFIXES)]
+            layer_cols = [
+                c for c in columns if c not in CORE_COLUMNS and not c.endswith(_META_SUFFIXES)
+            ]
             meta_cols = [c for c in columns if c.endswith(_META_SUFFIXES)]
             tiles = []
             for lineno, row in enumerate(reader, start=2):
@@ -203,9 +216,7 @@ class Manifest:
                     raise ManifestError(f"{path}:{lineno}: bounds must be numbers") from None
                 if not row["tile_id"]:
                     raise ManifestError(f"{path}:{lineno}: empty tile_id")
-                layers = {
-                    c: _resolve(path.parent, row[c]) for c in layer_cols if row.get(c)
-                }
+                layers = {c: _resolve(path.parent, row[c]) for c in layer_cols if row.get(c)}
                 meta = {c: row[c] for c in meta_cols if row.get(c)}
                 tiles.append(
                     Tile(row["tile_id"], row["split"], row["crs"], bounds, layers, meta)  # type: ignore[arg-type]
@@ -239,7 +250,10 @@ class Manifest:
                             t.split,
                             t.crs,
                             *(repr(float(b)) for b in t.bounds),
-                            *(_relative(path.parent, t.layers[c]) if c in t.layers else "" for c in layer_cols),
+                            *(
+                                _relative(path.parent, t.layers[c]) if c in t.layers else ""
+                                for c in layer_cols
+                            ),
                             *(t.meta.get(c, "") for c in meta_cols),
                         ]
                     )

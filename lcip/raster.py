@@ -127,13 +127,16 @@ class Grid:
         scale = max(self.res)
         return bool(
             np.allclose(
-                np.asarray(self.transform)[:6], np.asarray(other.transform)[:6], rtol=0, atol=tol * scale
+                np.asarray(self.transform)[:6],
+                np.asarray(other.transform)[:6],
+                rtol=0,
+                atol=tol * scale,
             )
         )
 
     def describe(self) -> str:
         """Short human-readable description used in error messages."""
-        left, bottom, right, top = self.bounds
+        left, _, _, top = self.bounds
         return (
             f"{self.crs.to_string() if self.crs else 'no CRS'} {self.width}x{self.height} px "
             f"res {self.res[0]:g} at ({left:.2f}, {top:.2f})"
@@ -261,6 +264,72 @@ def _window_in(src: Grid, target: Grid) -> Window | None:
     return Window(round(col), round(row), target.width, target.height)
 
 
+@contextmanager
+def raster_writer(
+    path: str | Path,
+    grid: Grid,
+    count: int,
+    dtype: str,
+    *,
+    nodata: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    band_names: list[str] | None = None,
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+) -> Iterator[Any]:
+    """Open a tiled, compressed GeoTIFF for (windowed) writing; it appears whole or not at all.
+
+    The file is written under a temporary name in the destination folder and renamed into
+    place when the ``with`` block exits without error; on error the temporary file is removed
+    and an existing destination is left untouched.
+
+    Args:
+        path: destination file; parent folders are created.
+        grid: the raster's grid.
+        count: number of bands.
+        dtype: data type name (``uint8``, ``float32``, ...).
+        nodata: nodata value to record.
+        tags: dataset-level metadata tags (values are converted to strings).
+        band_names: band descriptions (e.g. class names).
+        colormap: colour table for band 1 (uint8 class rasters), for QGIS.
+
+    Yields:
+        the rasterio dataset open for writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
+        "interleave": "pixel" if count <= 4 else "band",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if grid.width >= BLOCK_SIZE and grid.height >= BLOCK_SIZE:
+        profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            if tags:
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+            for i, name in enumerate(band_names or [], start=1):
+                dst.set_band_description(i, name)
+            if colormap is not None:
+                dst.write_colormap(1, dict(colormap))
+            yield dst
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_raster(
     path: str | Path,
     data: npt.NDArray[Any],
@@ -271,7 +340,7 @@ def write_raster(
     band_names: list[str] | None = None,
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
 ) -> Path:
-    """Write a tiled, compressed GeoTIFF atomically (temp file + rename).
+    """Write a whole array as a tiled, compressed GeoTIFF atomically (see :func:`raster_writer`).
 
     Args:
         path: destination file; parent folders are created.
@@ -285,45 +354,21 @@ def write_raster(
     Returns:
         the destination path.
     """
-    path = Path(path)
     arr = data[None] if data.ndim == 2 else data
     if arr.shape[1:] != grid.shape:
         raise ValueError(f"{path}: data shape {arr.shape[1:]} does not match grid {grid.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blocked = grid.width >= BLOCK_SIZE and grid.height >= BLOCK_SIZE
-    profile: dict[str, Any] = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": arr.shape[0],
-        "dtype": arr.dtype.name,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "compress": "deflate",
-        "predictor": 3 if arr.dtype.kind == "f" else 2,
-        "interleave": "pixel" if arr.shape[0] <= 4 else "band",
-        "BIGTIFF": "IF_SAFER",
-    }
-    if blocked:
-        profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(arr)
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
-            if band_names:
-                for i, name in enumerate(band_names, start=1):
-                    dst.set_band_description(i, name)
-            if colormap is not None:
-                dst.write_colormap(1, dict(colormap))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with raster_writer(
+        path,
+        grid,
+        arr.shape[0],
+        arr.dtype.name,
+        nodata=nodata,
+        tags=tags,
+        band_names=band_names,
+        colormap=colormap,
+    ) as dst:
+        dst.write(arr)
+    return Path(path)
 
 
 def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | None = None) -> bool:
@@ -344,7 +389,9 @@ def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | Non
         return False
     try:
         with rasterio.open(path) as src:
-            if grid is not None and not Grid(src.crs, src.transform, src.height, src.width).same_as(grid):
+            if grid is not None and not Grid(src.crs, src.transform, src.height, src.width).same_as(
+                grid
+            ):
                 return False
             if count is not None and src.count != count:
                 return False

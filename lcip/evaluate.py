@@ -1,0 +1,203 @@
+"""Evaluation: accuracy and mIoU of class maps against high-resolution labels.
+
+Metrics come from confusion matrices accumulated per tile (and summed for the region), never
+from averages of per-batch figures: overall accuracy = trace / total; IoU_c = TP / (TP + FP +
+FN); mIoU = mean of IoU over classes that occur in the labels or the predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from tqdm.auto import tqdm
+
+from lcip.classes import IGNORE_INDEX, ClassScheme
+from lcip.errors import DataError
+from lcip.manifest import Manifest
+from lcip.raster import Grid, check_same_grid, read_on_grid
+
+
+def confusion_matrix(
+    pred: npt.NDArray[np.integer], target: npt.NDArray[np.integer], num_classes: int
+) -> npt.NDArray[np.int64]:
+    """Confusion matrix (rows = target, columns = prediction) of pixels valid in both.
+
+    Args:
+        pred: predicted class indices (:data:`IGNORE_INDEX` = no prediction).
+        target: true class indices (:data:`IGNORE_INDEX` = unlabelled).
+        num_classes: number of classes.
+
+    Returns:
+        int64 array (num_classes, num_classes).
+    """
+    p = pred.ravel().astype(np.int64)
+    t = target.ravel().astype(np.int64)
+    keep = (t < num_classes) & (p < num_classes)
+    counts = np.bincount(t[keep] * num_classes + p[keep], minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def accuracy(cm: npt.NDArray[np.int64]) -> float:
+    """Overall accuracy of a confusion matrix (NaN when empty)."""
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
+def iou_per_class(cm: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Per-class IoU (NaN for classes absent from both labels and predictions)."""
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(cm: npt.NDArray[np.int64]) -> float:
+    """Mean IoU over classes present in labels or predictions (NaN when empty)."""
+    iou = iou_per_class(cm)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """A map to evaluate.
+
+    Args:
+        name: name in the report (e.g. ``QR (r)``).
+        layer: manifest layer holding it.
+        kind: ``class`` (uint8 class raster) or ``prob`` (one band per class; argmax taken).
+    """
+
+    name: str
+    layer: str
+    kind: str = "class"
+
+
+def read_class_map(path: Path, grid: Grid, kind: str) -> npt.NDArray[np.uint8]:
+    """Read a class raster, or the argmax of a probability raster (invalid -> IGNORE_INDEX)."""
+    if kind == "class":
+        return read_on_grid(path, grid, bands=1, fill=IGNORE_INDEX).astype(np.uint8)
+    if kind == "prob":
+        prob = read_on_grid(path, grid, fill=np.nan, dtype="float32")
+        valid = np.isfinite(prob).all(0)
+        out = np.nan_to_num(prob, nan=-1.0).argmax(0).astype(np.uint8)
+        out[~valid] = IGNORE_INDEX
+        return out
+    raise ValueError(f"unknown map kind {kind!r}; use 'class' or 'prob'")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Confusion matrices per (tile, map) and the derived tables."""
+
+    scheme: ClassScheme
+    maps: tuple[str, ...]
+    tiles: tuple[str, ...]
+    matrices: Mapping[tuple[str, str], npt.NDArray[np.int64]]
+
+    def overall(self, name: str) -> npt.NDArray[np.int64]:
+        """Confusion matrix of a map summed over tiles."""
+        return sum(
+            (self.matrices[(t, name)] for t in self.tiles),
+            np.zeros((self.scheme.num_classes,) * 2, np.int64),
+        )
+
+    def rows(self) -> list[dict[str, str | float]]:
+        """Table rows: one per (tile, map), then one per map for all tiles (tile = ``all``)."""
+        rows: list[dict[str, str | float]] = []
+        keys = [(t, m, self.matrices[(t, m)]) for t in self.tiles for m in self.maps]
+        keys += [("all", m, self.overall(m)) for m in self.maps]
+        for tile, name, cm in keys:
+            row: dict[str, str | float] = {
+                "tile": tile,
+                "map": name,
+                "accuracy": accuracy(cm),
+                "miou": mean_iou(cm),
+            }
+            for cls, iou in zip(self.scheme.classes, iou_per_class(cm), strict=True):
+                row[f"iou_{cls.replace(' ', '_')}"] = float(iou)
+            row["pixels"] = float(cm.sum())
+            rows.append(row)
+        return rows
+
+    def summary_markdown(self) -> str:
+        """Markdown table of overall accuracy and mIoU per map (all tiles)."""
+        lines = ["| map | accuracy (%) | mIoU (%) |", "| --- | ---: | ---: |"]
+        for name in self.maps:
+            cm = self.overall(name)
+            lines.append(f"| {name} | {100 * accuracy(cm):.1f} | {100 * mean_iou(cm):.1f} |")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """Full markdown report: summary, then per tile."""
+        per_tile = ["| tile | map | accuracy (%) | mIoU (%) |", "| --- | --- | ---: | ---: |"]
+        for r in self.rows():
+            if r["tile"] != "all":
+                acc, miou = 100 * float(r["accuracy"]), 100 * float(r["miou"])
+                per_tile.append(f"| {r['tile']} | {r['map']} | {acc:.1f} | {miou:.1f} |")
+        return (
+            f"# Evaluation ({self.scheme.name}: {', '.join(self.scheme.classes)})\n\n"
+            f"## All tiles ({len(self.tiles)})\n\n{self.summary_markdown()}\n\n## Per tile\n\n"
+            + "\n".join(per_tile)
+            + "\n"
+        )
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write ``evaluation.md`` and ``evaluation.csv`` atomically; returns their paths."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        md = _atomic_text(out_dir / "evaluation.md", self.markdown())
+        rows = self.rows()
+        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        csv_path = out_dir / "evaluation.csv"
+        os.replace(tmp, csv_path)
+        return md, csv_path
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def evaluate_manifest(
+    manifest: Manifest, maps: Sequence[MapSpec], scheme: ClassScheme, label_layer: str = "lc"
+) -> Evaluation:
+    """Evaluate maps against labels on every tile of a manifest.
+
+    Args:
+        manifest: tiles with the label layer and every map's layer.
+        maps: the maps to evaluate.
+        scheme: class scheme (maps the raw labels).
+        label_layer: layer of raw high-resolution labels.
+
+    Returns:
+        the evaluation.
+    """
+    if len(manifest) == 0:
+        raise DataError(f"{manifest.path or 'manifest'}: no tiles to evaluate")
+    manifest.check_files([label_layer, *(m.layer for m in maps)])
+    matrices: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+    for tile in tqdm(manifest.tiles, desc="evaluate", unit="tile"):
+        grid = check_same_grid(
+            {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}},
+            f"tile {tile.tile_id}",
+        )
+        target = scheme.map_labels(read_on_grid(tile.layer(label_layer), grid, bands=1))
+        for m in maps:
+            pred = read_class_map(tile.layer(m.layer), grid, m.kind)
+            matrices[(tile.tile_id, m.name)] = confusion_matrix(pred, target, scheme.num_classes)
+    return Evaluation(
+        scheme, tuple(m.name for m in maps), tuple(t.tile_id for t in manifest), matrices
+    )

@@ -1,0 +1,91 @@
+"""Quicklook PNGs: imagery and class maps side by side in the scheme's standard colours."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from lcip.classes import IGNORE_INDEX, ClassScheme
+
+
+def colorize(classes: npt.NDArray[np.integer], scheme: ClassScheme) -> npt.NDArray[np.uint8]:
+    """RGB image of a class map (ignored pixels black).
+
+    Args:
+        classes: class indices, :data:`IGNORE_INDEX` for nodata.
+        scheme: class scheme (colours).
+
+    Returns:
+        uint8 array (H, W, 3).
+    """
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: scheme.num_classes] = np.asarray(scheme.colors, dtype=np.uint8)
+    lut[IGNORE_INDEX] = 0
+    return lut[np.asarray(classes, dtype=np.uint8)]
+
+
+def image_rgb(
+    image: npt.NDArray[np.number], percentiles: tuple[float, float] = (1, 99)
+) -> npt.NDArray[np.uint8]:
+    """Percentile-stretched RGB of the first three bands of a (bands, H, W) image."""
+    rgb = np.moveaxis(np.asarray(image[:3], dtype=np.float32), 0, -1)
+    lo, hi = np.percentile(rgb, percentiles)
+    return (np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def save_quicklook(
+    path: str | Path,
+    image: npt.NDArray[np.number],
+    panels: Sequence[tuple[str, npt.NDArray[np.integer]]],
+    scheme: ClassScheme,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG: the imagery, then one panel per class map, with a legend.
+
+    Args:
+        path: destination PNG (written atomically).
+        image: imagery (bands, H, W), the first three bands shown as RGB.
+        panels: (title, class map) pairs.
+        scheme: class scheme (colours and legend).
+        title: figure title.
+
+    Returns:
+        the destination path.
+    """
+    path = Path(path)
+    n = 1 + len(panels)
+    fig = Figure(figsize=(3.2 * n, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)
+    axes[0, 0].imshow(image_rgb(image))
+    axes[0, 0].set_title("imagery")
+    for ax, (name, classes) in zip(axes[0, 1:], panels, strict=True):
+        ax.imshow(colorize(classes, scheme), interpolation="nearest")
+        ax.set_title(name)
+    for ax in axes[0]:
+        ax.set_axis_off()
+    handles = [
+        Patch(color=np.asarray(c) / 255, label=name)
+        for name, c in zip(scheme.classes, scheme.colors, strict=True)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
