@@ -416,8 +416,10 @@ class _ImplicitPosteriorLoss(_PriorLoss):
                 f"running denominator holds {self.running_mean.numel()} classes but the output "
                 f"has {num_classes}"
             )
-        if self.running_mean.device != log_q.device:
-            self.running_mean = self.running_mean.to(log_q.device)
+        # Keep the buffers on the input's device and at least at the input's precision.
+        dtype = torch.promote_types(log_q.dtype, self.running_mean.dtype)
+        if self.running_mean.device != log_q.device or self.running_mean.dtype != dtype:
+            self.running_mean = self.running_mean.to(device=log_q.device, dtype=dtype)
             self.num_batches_tracked = self.num_batches_tracked.to(log_q.device)
         ema = self.running_mean.detach().to(log_q.dtype)
         has_history = self.num_batches_tracked > 0
@@ -674,7 +676,5 @@ def build_loss(name: str, **kwargs: Any) -> nn.Module:
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(k for k in kwargs if k not in params)
     if unknown:
-        raise ConfigError(
-            f"loss {name!r} does not take argument(s) {unknown}; it takes {params}"
-        )
+        raise ConfigError(f"loss {name!r} does not take argument(s) {unknown}; it takes {params}")
     return cls(**kwargs)

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -62,7 +63,12 @@ class PredictConfig:
 
 
 def _windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, Window]]:
-    """(read window, write window) pairs tiling the grid: read windows overlap by 2*margin."""
+    """(read window, write window) pairs tiling the grid.
+
+    Write windows of ``size - 2 * margin`` px tile the grid; each read window is its write
+    window grown by ``margin`` and clipped to the grid, so that at the tile's edges the network
+    sees the same zero padding as on the whole tile.
+    """
     inner = size - 2 * margin
     if inner <= 0:
         raise ValueError(f"window {size} too small for margin {margin}")
@@ -70,10 +76,27 @@ def _windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, Windo
         for c0 in grid_starts(grid.width, inner, inner):
             h = min(inner, grid.height - r0)
             w = min(inner, grid.width - c0)
-            yield (
-                Window(c0 - margin, r0 - margin, w + 2 * margin, h + 2 * margin),
-                Window(c0, r0, w, h),
-            )
+            top, left = max(0, r0 - margin), max(0, c0 - margin)
+            bottom, right = min(grid.height, r0 + h + margin), min(grid.width, c0 + w + margin)
+            yield Window(left, top, right - left, bottom - top), Window(c0, r0, w, h)
+
+
+def _batches(
+    windows: list[tuple[Window, Window]], batch_size: int
+) -> Iterator[list[tuple[Window, Window]]]:
+    """Consecutive windows grouped into batches of equal read-window shape."""
+    batch: list[tuple[Window, Window]] = []
+    for pair in windows:
+        if batch and (len(batch) == batch_size or _shape(batch[0][0]) != _shape(pair[0])):
+            yield batch
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield batch
+
+
+def _shape(w: Window) -> tuple[int, int]:
+    return int(w.height), int(w.width)
 
 
 def predict_tile(
@@ -105,93 +128,74 @@ def predict_tile(
         log.info("tile %s: outputs exist, skipped", tile.tile_id)
         return paths
     margin = cfg.margin if cfg.margin is not None else max(8, _receptive_field(model) // 2)
+    windows = list(_windows(grid, cfg.window, margin))
     tags = {
         "lcip_version": lcip.__version__,
         "tile_id": tile.tile_id,
-        "source_image": tile.layer(dataset.layers.image),
+        "image": tile.layer(dataset.layers.image),
     }
-    names = list(scheme.classes)
-    cmap = colormap(scheme.colors)
-    device = torch.device(cfg.device)
-    windows = list(_windows(grid, cfg.window, margin))
-    sums = torch.zeros(num_classes, dtype=torch.float64)
-    count = 0
-    # Pass 1: q.
-    with (
-        raster_writer(
-            paths["q_prob"],
+
+    def writers(output: str, **extra: str) -> tuple[Any, Any]:
+        t = {**tags, "output": output, **extra}
+        prob = raster_writer(
+            paths[f"{output}_prob"],
             grid,
             num_classes,
             "float32",
             nodata=float("nan"),
-            tags={**tags, "output": "q"},
+            tags=t,
             band_names=names,
-        ) as qp,
-        raster_writer(
-            paths["q_class"],
+        )
+        cls = raster_writer(
+            paths[f"{output}_class"],
             grid,
             1,
             "uint8",
             nodata=IGNORE_INDEX,
-            tags={**tags, "output": "q"},
-            colormap=cmap,
-        ) as qc,
-    ):
-        for start in tqdm(
-            range(0, len(windows), cfg.batch_size), desc=f"{tile.tile_id} q", leave=False
+            tags=t,
+            colormap=colormap(scheme.colors),
+        )
+        return prob, cls
+
+    def write(
+        dst_prob: Any, dst_cls: Any, log_p: torch.Tensor, valid: torch.Tensor, window: Window
+    ) -> None:
+        invalid = ~valid.numpy()
+        prob = log_p.exp().numpy()
+        prob[:, invalid] = np.nan
+        cls = log_p.argmax(0).numpy().astype(np.uint8)
+        cls[invalid] = IGNORE_INDEX
+        dst_prob.write(prob, window=window)
+        dst_cls.write(cls[None], window=window)
+
+    names = list(scheme.classes)
+    device = torch.device(cfg.device)
+    sums = torch.zeros(num_classes, dtype=torch.float64)
+    count = 0
+    # Pass 1: q on overlapping windows, keeping each window's centre.
+    q_prob, q_class = writers("q")
+    with q_prob as qp, q_class as qc:
+        for chunk in tqdm(
+            list(_batches(windows, cfg.batch_size)), desc=f"{tile.tile_id} q", leave=False
         ):
-            chunk = windows[start : start + cfg.batch_size]
-            samples = [
-                dataset[
-                    (tile_index, int(rw.row_off), int(rw.col_off), int(rw.height), int(rw.width))
-                ]
-                for rw, _ in chunk
-            ]
+            samples = [dataset[(tile_index, *_offsets(rw), *_shape(rw))] for rw, _ in chunk]
             with torch.inference_mode():
-                for (rw, ww), sample in zip(chunk, samples, strict=True):
-                    logits = model(sample["image"][None].to(device))[0].float().cpu()
-                    log_q = log_probs(logits[None], "logits", cfg.smoothing)[0]
-                    r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
-                    crop = (
-                        slice(None),
-                        slice(r0, r0 + int(ww.height)),
-                        slice(c0, c0 + int(ww.width)),
-                    )
-                    q = log_q[crop].exp()
-                    valid = sample["mask"][crop[1:]]
-                    sums += q[:, valid].double().sum(dim=1)
-                    count += int(valid.sum())
-                    q_out = q.numpy().copy()
-                    q_out[:, ~valid.numpy()] = np.nan
-                    cls = q.argmax(0).numpy().astype(np.uint8)
-                    cls[~valid.numpy()] = IGNORE_INDEX
-                    qp.write(q_out, window=ww)
-                    qc.write(cls[None], window=ww)
-    # Pass 2: r with the denominator over the whole tile (mean of q over valid pixels).
+                logits = model(torch.stack([x["image"] for x in samples]).to(device)).float().cpu()
+            for (rw, ww), sample, log_q in zip(
+                chunk, samples, log_probs(logits, "logits", cfg.smoothing), strict=True
+            ):
+                r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
+                rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
+                log_q, valid = log_q[:, rows, cols], sample["mask"][rows, cols]
+                sums += log_q[:, valid].exp().double().sum(dim=1)
+                count += int(valid.sum())
+                write(qp, qc, log_q, valid, ww)
+    # Pass 2: r, with the denominator over the whole tile (mean of q over its valid pixels).
     log_denom = (sums / max(count, 1)).clamp_min(1e-30).log().float()
     prior_layer = dataset.layers.prior
     assert prior_layer is not None
-    with (
-        rasterio.open(paths["q_prob"]) as qsrc,
-        raster_writer(
-            paths["r_prob"],
-            grid,
-            num_classes,
-            "float32",
-            nodata=float("nan"),
-            tags={**tags, "output": "r", "denominator": "tile"},
-            band_names=names,
-        ) as rp,
-        raster_writer(
-            paths["r_class"],
-            grid,
-            1,
-            "uint8",
-            nodata=IGNORE_INDEX,
-            tags={**tags, "output": "r", "denominator": "tile"},
-            colormap=cmap,
-        ) as rc,
-    ):
+    r_prob, r_class = writers("r", denominator="tile")
+    with rasterio.open(paths["q_prob"]) as qsrc, r_prob as rp, r_class as rc:
         for _, ww in windows:
             q = torch.from_numpy(qsrc.read(window=ww))
             prior = torch.from_numpy(
@@ -203,13 +207,12 @@ def predict_tile(
             log_r = implied_posterior(
                 q.log()[None], log_prior(prior[None], cfg.smoothing), log_denom
             )[0]
-            r = log_r.exp().numpy()
-            r[:, ~valid.numpy()] = np.nan
-            cls = log_r.argmax(0).numpy().astype(np.uint8)
-            cls[~valid.numpy()] = IGNORE_INDEX
-            rp.write(r, window=ww)
-            rc.write(cls[None], window=ww)
+            write(rp, rc, log_r, valid, ww)
     return paths
+
+
+def _offsets(w: Window) -> tuple[int, int]:
+    return int(w.row_off), int(w.col_off)
 
 
 def _receptive_field(model: nn.Module) -> int:

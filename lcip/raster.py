@@ -76,8 +76,8 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
-        left, top = self.transform * (0, 0)
-        right, bottom = self.transform * (self.width, self.height)
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
         return (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
 
     def expand(self, halo: int) -> Grid:
@@ -91,7 +91,7 @@ class Grid:
         """
         return Grid(
             self.crs,
-            self.transform * Affine.translation(-halo, -halo),
+            self.transform @ Affine.translation(-halo, -halo),
             self.height + 2 * halo,
             self.width + 2 * halo,
         )
@@ -107,7 +107,7 @@ class Grid:
         """
         return Grid(
             self.crs,
-            self.transform * Affine.translation(window.col_off, window.row_off),
+            self.transform @ Affine.translation(window.col_off, window.row_off),
             int(window.height),
             int(window.width),
         )

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +189,13 @@ def partition(index: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArr
 
 
 def _blur_cells(
-    cells: npt.NDArray[Any],
+    cells: torch.Tensor,
     rows: _Axis,
     cols: _Axis,
     cum: npt.NDArray[np.float64],
     radius: int,
-    out: npt.NDArray[Any],
-    mats: dict[tuple[str, int], tuple[int, int, npt.NDArray[Any]]],
+    out: torch.Tensor,
+    mats: dict[tuple[str, int], tuple[int, int, torch.Tensor]],
 ) -> None:
     """Blur one layer given by its cell values: ``out = A_r @ cells @ A_c.T`` (banded).
 
@@ -202,7 +203,7 @@ def _blur_cells(
     """
     dtype = out.dtype
     # Pass 1 (columns): U = cells @ A_c.T, shape (row segments, output columns).
-    u = np.empty((rows.count, cols.out_stop - cols.out_start), dtype=dtype)
+    u = torch.empty((rows.count, cols.out_stop - cols.out_start), dtype=dtype)
     lo_c, hi_c = cols.lo, cols.hi
     for x0 in range(cols.out_start, cols.out_stop, CHUNK):
         x1 = min(x0 + CHUNK, cols.out_stop)
@@ -210,7 +211,7 @@ def _blur_cells(
         if key not in mats:
             j0, j1 = cols.band(x0, x1, radius)
             a = _fold_matrix(x0, x1, lo_c[j0:j1], hi_c[j0:j1], cum, radius)
-            mats[key] = (j0, j1, np.ascontiguousarray(a.T, dtype=dtype))
+            mats[key] = (j0, j1, torch.from_numpy(np.ascontiguousarray(a.T)).to(dtype))
         j0, j1, at = mats[key]
         u[:, x0 - cols.out_start : x1 - cols.out_start] = cells[:, j0:j1] @ at
     # Pass 2 (rows): out = A_r @ U, written chunk by chunk into contiguous row blocks.
@@ -221,9 +222,9 @@ def _blur_cells(
         if key not in mats:
             j0, j1 = rows.band(y0, y1, radius)
             a = _fold_matrix(y0, y1, lo_r[j0:j1], hi_r[j0:j1], cum, radius)
-            mats[key] = (j0, j1, a.astype(dtype))
+            mats[key] = (j0, j1, torch.from_numpy(a).to(dtype))
         j0, j1, a_r = mats[key]
-        np.matmul(a_r, u[j0:j1], out=out[y0 - rows.out_start : y1 - rows.out_start])
+        torch.matmul(a_r, u[j0:j1], out=out[y0 - rows.out_start : y1 - rows.out_start])
 
 
 def blur_onehot(
@@ -310,15 +311,16 @@ def blur_onehot(
     present[np.unique(cell_index)] = True
     out = np.zeros((w_mat.shape[0], rows.out_stop - rows.out_start, cols.out_stop - cols.out_start),
                    dtype=out_dtype)
-    mats: dict[tuple[str, int], tuple[int, int, npt.NDArray[Any]]] = {}
-    for m in range(w_mat.shape[0]):
-        if not np.any(w_mat[m, present]):
-            continue  # layer is zero everywhere
-        cells = w_mat[m].astype(out_dtype)[cell_index]
-        if transpose:
-            tmp = np.empty(out.shape[:0:-1], dtype=out_dtype)
-            _blur_cells(np.ascontiguousarray(cells.T), cols, rows, cum, radius, tmp, mats)
-            out[m] = tmp.T
-        else:
-            _blur_cells(cells, rows, cols, cum, radius, out[m], mats)
+    mats: dict[tuple[str, int], tuple[int, int, torch.Tensor]] = {}
+    with torch.no_grad():
+        for m in range(w_mat.shape[0]):
+            if not np.any(w_mat[m, present]):
+                continue  # layer is zero everywhere
+            cells = torch.from_numpy(w_mat[m].astype(out_dtype)[cell_index])
+            if transpose:
+                tmp = torch.empty(out.shape[:0:-1], dtype=cells.dtype)
+                _blur_cells(cells.T.contiguous(), cols, rows, cum, radius, tmp, mats)
+                out[m] = tmp.numpy().T
+            else:
+                _blur_cells(cells, rows, cols, cum, radius, torch.from_numpy(out[m]), mats)
     return out

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny seeded fake tiles written as realistic GeoTIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+
+from lcip.classes import CHESAPEAKE4
+from lcip.manifest import Manifest, Tile
+from lcip.raster import Grid, write_raster
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+CRS_UTM = CRS.from_epsg(32618)
+
+
+def make_grid(size: int = 96, origin: tuple[float, float] = (400000.0, 4300000.0), width: int | None = None) -> Grid:
+    """A 1 m UTM grid with its top-left corner at ``origin``."""
+    return Grid(CRS_UTM, Affine(1.0, 0, origin[0], 0, -1.0, origin[1]), size, width or size)
+
+
+def write_fake_tile(
+    root: Path,
+    tile_id: str,
+    grid: Grid,
+    split: str,
+    seed: int,
+    nodata_rows: int = 0,
+) -> Tile:
+    """Write naip (uint8 x4), lc (codes 1..6, 0 nodata) and prior (float32 C bands, NaN nodata).
+
+    The imagery is a noisy function of the label so that a network can learn it; the prior is a
+    softened, partly wrong version of the label.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = grid.shape
+    coarse = rng.integers(1, 7, size=(h // 16 + 1, w // 16 + 1))
+    lc = np.kron(coarse, np.ones((16, 16), dtype=np.int64))[:h, :w].astype(np.uint8)
+    classes = CHESAPEAKE4.map_labels(lc)
+    means = np.array([[40, 60, 90, 20], [50, 90, 50, 160], [110, 150, 90, 190], [150, 140, 135, 110]])
+    naip = means[np.minimum(classes, 3)].transpose(2, 0, 1) + rng.normal(0, 12, size=(4, h, w))
+    naip = np.clip(naip, 0, 255).astype(np.uint8)
+    prior = np.full((4, h, w), 0.1, dtype=np.float32)
+    noisy = np.where(rng.random((h, w)) < 0.3, rng.integers(0, 4, size=(h, w)), classes)
+    np.put_along_axis(prior, noisy[None].astype(np.int64), 0.7, axis=0)
+    if nodata_rows:
+        prior[:, :nodata_rows] = np.nan
+        lc[:nodata_rows] = 0
+    layers = {}
+    for name, data, nodata in (("naip", naip, None), ("lc", lc, 0), ("prior", prior, float("nan"))):
+        path = root / name / f"{tile_id}.tif"
+        write_raster(path, data, grid, nodata=nodata)
+        layers[name] = path
+    return Tile(tile_id, split, grid.crs.to_string(), grid.bounds, layers)
+
+
+@pytest.fixture
+def fake_region(tmp_path: Path) -> Manifest:
+    """Four 96 px tiles (2 train, 1 val, 1 test) with a manifest on disk."""
+    tiles = []
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        grid = make_grid(96, origin=(400000.0 + 96 * i, 4300000.0))
+        tiles.append(write_fake_tile(tmp_path, f"t{i}", grid, split, seed=i, nodata_rows=8 if i == 1 else 0))
+    path = Manifest(tuple(tiles)).write(tmp_path / "manifest.csv")
+    return Manifest.read(path)

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
+from lcip.datamodules import TileDataModule
+from lcip.datasets import LayerSpec, TileWindowDataset
+from lcip.errors import DataError, GridMismatchError
+from lcip.manifest import Manifest
+from lcip.raster import read_on_grid, write_raster
+from lcip.samplers import GridCropSampler, RandomCropSampler, grid_starts
+from tests.conftest import make_grid
+
+LAYERS = LayerSpec("naip", "prior", "lc")
+
+
+def test_window_matches_files(fake_region: Manifest) -> None:
+    ds = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)
+    s = ds[(1, 4, 10, 32, 40)]
+    assert s["image"].shape == (4, 32, 40) and s["image"].dtype == torch.float32
+    tile = fake_region.tiles[1]
+    grid = ds.grids[1]
+    naip = read_on_grid(tile.layer("naip"), grid)
+    np.testing.assert_allclose(s["image"].numpy(), naip[:, 4:36, 10:50] / 255.0, rtol=1e-6)
+    prior = read_on_grid(tile.layer("prior"), grid)[:, 4:36, 10:50]
+    valid = np.isfinite(prior).all(0)
+    assert not valid[:4].any() and valid[4:].all()  # tile 1 has 8 nodata rows
+    np.testing.assert_array_equal(s["mask"].numpy(), valid)
+    assert torch.all(s["prior"][:, ~s["mask"]] == 0)
+    np.testing.assert_allclose(s["prior"][:, s["mask"]].sum(0).numpy(), 1.0, atol=1e-5)
+    lc = read_on_grid(tile.layer("lc"), grid, bands=1)[4:36, 10:50]
+    np.testing.assert_array_equal(s["label"].numpy(), CHESAPEAKE4.map_labels(lc))
+    assert (s["label"][:4] == IGNORE_INDEX).all()
+
+
+def test_grid_mismatch_is_reported(fake_region: Manifest) -> None:
+    tile = fake_region.tiles[0]
+    write_raster(tile.layer("prior"), np.zeros((4, 90, 96), np.float32), make_grid(90, width=96))
+    with pytest.raises(GridMismatchError, match=r"layer 'prior' of tile t0"):
+        TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)
+
+
+def test_prior_band_count_checked(fake_region: Manifest) -> None:
+    from lcip.classes import ENVIROATLAS5
+
+    with pytest.raises(DataError, match="prior has 4 bands but class scheme 'enviroatlas5' has 5"):
+        TileWindowDataset(fake_region, LAYERS, ENVIROATLAS5)
+
+
+def test_random_sampler_mixes_tiles_and_is_seeded() -> None:
+    shapes = [(96, 96)] * 8
+    keys = list(RandomCropSampler(shapes, 32, 64, seed=3))
+    assert len(keys) == 64 and len({k[0] for k in keys[:32]}) >= 6  # one batch spans many tiles
+    assert all(0 <= r <= 64 and 0 <= c <= 64 and h == w == 32 for _, r, c, h, w in keys)
+    assert keys == list(RandomCropSampler(shapes, 32, 64, seed=3))
+    s = RandomCropSampler(shapes, 32, 64, seed=3)
+    s.set_epoch(1)
+    assert list(s) != keys
+    with pytest.raises(ValueError, match="smaller than the crop size"):
+        RandomCropSampler([(16, 96)], 32, 4)
+
+
+def test_grid_sampler_covers_tiles() -> None:
+    assert grid_starts(100, 32, 32) == [0, 32, 64, 68]
+    assert grid_starts(20, 32, 32) == [0]
+    keys = list(GridCropSampler([(100, 64)], 32))
+    covered = np.zeros((100, 64), bool)
+    for _, r, c, h, w in keys:
+        covered[r : r + h, c : c + w] = True
+    assert covered.all()
+
+
+def test_datamodule_batches(fake_region: Manifest) -> None:
+    dm = TileDataModule(fake_region, "chesapeake4", prior_layer="prior", crop_size=32, batch_size=8, steps_per_epoch=3)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 3 and batches[0]["image"].shape == (8, 4, 32, 32)
+    assert batches[0]["prior"].shape == (8, 4, 32, 32) and batches[0]["mask"].dtype == torch.bool
+    val = list(dm.val_dataloader())  # type: ignore[arg-type]
+    assert sum(b["image"].shape[0] for b in val) == 1 and val[0]["image"].shape[-1] == 96
