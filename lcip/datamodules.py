@@ -34,6 +34,7 @@ class TileDataModule(L.LightningDataModule):
         val_crop_size: validation crop size; the grid covers each validation tile.
         num_workers: data loader workers.
         seed: sampling seed.
+        image_scale: divisor applied to the imagery (255 for uint8 NAIP).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class TileDataModule(L.LightningDataModule):
         val_crop_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        image_scale: float = 255.0,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
@@ -65,6 +67,7 @@ class TileDataModule(L.LightningDataModule):
         self.val_crop_size = val_crop_size
         self.num_workers = num_workers
         self.seed = seed
+        self.image_scale = image_scale
         self.train_dataset: TileWindowDataset | None = None
         self.val_dataset: TileWindowDataset | None = None
 
@@ -72,12 +75,17 @@ class TileDataModule(L.LightningDataModule):
         """Open the datasets of the requested stage."""
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = TileWindowDataset(
-                self.manifest.select(self.train_splits), self.train_layers, self.scheme
+                self.manifest.select(self.train_splits),
+                self.train_layers,
+                self.scheme,
+                self.image_scale,
             )
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
             val = self.manifest.select(self.val_splits)
             if len(val):
-                self.val_dataset = TileWindowDataset(val, self.train_layers, self.scheme)
+                self.val_dataset = TileWindowDataset(
+                    val, self.train_layers, self.scheme, self.image_scale
+                )
 
     def _loader(
         self, dataset: TileWindowDataset, sampler: Any

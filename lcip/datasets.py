@@ -52,15 +52,16 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
     """Windows of fixed size from the tiles of a manifest.
 
     Each sample is a dict with ``image`` (float32, bands x h x w), and when configured
-    ``prior`` (float32, C x h x w, zeros where invalid), ``mask`` (bool, h x w: pixel has a
-    valid prior and valid imagery) and ``label`` (int64, h x w, :data:`IGNORE_INDEX` where
-    unlabelled).
+    ``prior`` (float32, C x h x w, zeros where invalid), ``mask`` (bool, h x w: pixel has
+    finite imagery and, when a prior is read, a valid prior) and ``label`` (int64, h x w,
+    :data:`IGNORE_INDEX` where unlabelled).
 
     Args:
         manifest: the tiles to read.
         layers: which layers to read.
         scheme: class scheme mapping raw label codes to classes.
-        image_scale: divisor applied to the imagery (255 for uint8 NAIP).
+        image_scale: divisor applied to the imagery (255 for uint8 NAIP, 1 for float inputs
+            such as the NLCD prior bands the learned prior takes). NaN imagery is invalid.
     """
 
     def __init__(
@@ -116,12 +117,15 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         self, tile_index: int, layer: str, window: Window, fill: float = 0
     ) -> npt.NDArray[Any]:
         """Read a window of one layer of one tile (boundless, ``fill`` outside the tile)."""
-        return self._src(tile_index, layer).read(window=window, boundless=True, fill_value=fill)  # type: ignore[no-any-return]
+        data: npt.NDArray[Any] = self._src(tile_index, layer).read(
+            window=window, boundless=True, fill_value=fill
+        )
+        return data
 
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def __getitem__(self, key: WindowKey) -> dict[str, Tensor]:  # type: ignore[override]
+    def __getitem__(self, key: WindowKey) -> dict[str, Tensor]:
         """Read one window ``(tile, row, col, height, width)`` (boundless past the tile edge)."""
         tile_index, row, col, h, w = key
         window = Window(col, row, w, h)

@@ -99,6 +99,38 @@ def _shape(w: Window) -> tuple[int, int]:
     return int(w.height), int(w.width)
 
 
+def window_log_probs(
+    model: nn.Module, dataset: TileWindowDataset, tile_index: int, cfg: PredictConfig
+) -> Iterator[tuple[Window, torch.Tensor, torch.Tensor]]:
+    """Run a network over a tile with overlapping windows.
+
+    Yields, for write windows that tile the grid, ``(window, log_q, valid)``: the smoothed
+    log-probabilities (C x h x w) of the window's centre and its valid mask (h x w). The
+    stitched result equals running the network on the whole tile.
+
+    Args:
+        model: network (logits), in eval mode, on ``cfg.device``.
+        dataset: dataset over the tiles.
+        tile_index: index of the tile in the dataset's manifest.
+        cfg: sliding-window settings.
+    """
+    grid = dataset.grids[tile_index]
+    margin = cfg.margin if cfg.margin is not None else max(8, _receptive_field(model) // 2)
+    windows = list(_windows(grid, cfg.window, margin))
+    tile_id = dataset.manifest.tiles[tile_index].tile_id
+    device = torch.device(cfg.device)
+    for chunk in tqdm(list(_batches(windows, cfg.batch_size)), desc=tile_id, leave=False):
+        samples = [dataset[(tile_index, *_offsets(rw), *_shape(rw))] for rw, _ in chunk]
+        with torch.inference_mode():
+            logits = model(torch.stack([x["image"] for x in samples]).to(device)).float().cpu()
+        for (rw, ww), sample, log_q in zip(
+            chunk, samples, log_probs(logits, "logits", cfg.smoothing), strict=True
+        ):
+            r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
+            rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
+            yield ww, log_q[:, rows, cols], sample["mask"][rows, cols]
+
+
 def predict_tile(
     model: nn.Module,
     dataset: TileWindowDataset,
@@ -127,8 +159,6 @@ def predict_tile(
     if all(is_valid_raster(p, grid) for p in paths.values()):
         log.info("tile %s: outputs exist, skipped", tile.tile_id)
         return paths
-    margin = cfg.margin if cfg.margin is not None else max(8, _receptive_field(model) // 2)
-    windows = list(_windows(grid, cfg.window, margin))
     tags = {
         "lcip_version": lcip.__version__,
         "tile_id": tile.tile_id,
@@ -169,34 +199,24 @@ def predict_tile(
         dst_cls.write(cls[None], window=window)
 
     names = list(scheme.classes)
-    device = torch.device(cfg.device)
     sums = torch.zeros(num_classes, dtype=torch.float64)
     count = 0
+    windows: list[Window] = []
     # Pass 1: q on overlapping windows, keeping each window's centre.
     q_prob, q_class = writers("q")
     with q_prob as qp, q_class as qc:
-        for chunk in tqdm(
-            list(_batches(windows, cfg.batch_size)), desc=f"{tile.tile_id} q", leave=False
-        ):
-            samples = [dataset[(tile_index, *_offsets(rw), *_shape(rw))] for rw, _ in chunk]
-            with torch.inference_mode():
-                logits = model(torch.stack([x["image"] for x in samples]).to(device)).float().cpu()
-            for (rw, ww), sample, log_q in zip(
-                chunk, samples, log_probs(logits, "logits", cfg.smoothing), strict=True
-            ):
-                r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
-                rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
-                log_q, valid = log_q[:, rows, cols], sample["mask"][rows, cols]
-                sums += log_q[:, valid].exp().double().sum(dim=1)
-                count += int(valid.sum())
-                write(qp, qc, log_q, valid, ww)
+        for window, log_q, valid in window_log_probs(model, dataset, tile_index, cfg):
+            sums += log_q[:, valid].exp().double().sum(dim=1)
+            count += int(valid.sum())
+            write(qp, qc, log_q, valid, window)
+            windows.append(window)
     # Pass 2: r, with the denominator over the whole tile (mean of q over its valid pixels).
     log_denom = (sums / max(count, 1)).clamp_min(1e-30).log().float()
     prior_layer = dataset.layers.prior
     assert prior_layer is not None
     r_prob, r_class = writers("r", denominator="tile")
     with rasterio.open(paths["q_prob"]) as qsrc, r_prob as rp, r_class as rc:
-        for _, ww in windows:
+        for ww in windows:
             q = torch.from_numpy(qsrc.read(window=ww))
             prior = torch.from_numpy(
                 dataset.read(tile_index, prior_layer, ww, fill=np.nan).astype(np.float32)

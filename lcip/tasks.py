@@ -144,3 +144,49 @@ class ImplicitPosteriorTask(L.LightningModule):
                 "strict": False,
             },
         }
+
+
+class SupervisedTask(L.LightningModule):
+    """Cross-entropy on high-resolution labels (ignore index), e.g. for the learned prior's network.
+
+    Args:
+        model: the network (logits).
+        num_classes: number of classes.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+    """
+
+    def __init__(
+        self, model: nn.Module, num_classes: int, lr: float = 1e-3, weight_decay: float = 1e-2
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Logits of the network."""
+        out: Tensor = self.model(image)
+        return out
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """One step of cross-entropy against the labels (invalid pixels ignored)."""
+        logits = self(batch["image"])
+        target = batch["label"].clone()
+        target[~batch["mask"]] = IGNORE_INDEX
+        loss = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+        if not (target != IGNORE_INDEX).any():  # keep the graph, never NaN
+            loss = logits.sum() * 0.0
+        self.train_acc(logits.argmax(1), target)
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, prog_bar=True, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """AdamW."""
+        return torch.optim.AdamW(
+            self.model.parameters(),
+            lr=self.hparams["lr"],
+            weight_decay=self.hparams["weight_decay"],
+        )

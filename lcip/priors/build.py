@@ -1,0 +1,270 @@
+"""Building per-tile prior rasters: sharded over tiles, idempotent, atomic, with a run report.
+
+A *tile job* is a picklable callable that computes one output raster for one tile. The runner
+(:func:`run_tile_jobs`) maps it over a manifest's tiles, in a local process pool when
+``jobs > 1``, with a progress bar. A tile whose output already exists, is whole, is on the
+tile's grid and was made with the same parameters (``lcip_params`` tag) is skipped. A tile
+with no valid pixels is skipped and listed in the report; other bad input stops the run with a
+one-line error naming the file.
+
+Prior rasters are float32, one band per target class (band names = class names), NaN where
+invalid (nodata), summing to 1 elsewhere, with tags ``recipe``, ``lcip_params``, ``sources``
+and ``lcip_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import rasterio
+from tqdm.auto import tqdm
+
+import lcip
+from lcip.classes import ClassScheme
+from lcip.manifest import Manifest, Tile
+from lcip.priors.fused import fuse_prior
+from lcip.priors.nlcd import nlcd_prior
+from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
+from lcip.raster import Grid, is_valid_raster, write_raster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What a tile job did: ``written``, ``skipped`` (up to date) or ``no_valid`` (no valid pixels)."""
+
+    tile_id: str
+    status: str
+    path: str | None
+    valid_fraction: float
+    seconds: float
+
+
+def write_prior(
+    path: Path, prior: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], grid: Grid, scheme: ClassScheme, tags: Mapping[str, Any]
+) -> Path:
+    """Write a prior raster (NaN where invalid, bands named after the classes)."""
+    out = prior.astype(np.float32, copy=True)
+    out[:, ~valid] = np.nan
+    return write_raster(path, out, grid, nodata=float("nan"), tags={**tags, "lcip_version": lcip.__version__}, band_names=list(scheme.classes))
+
+
+def _params_tag(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _up_to_date(path: Path, grid: Grid, count: int, params: str) -> bool:
+    if not is_valid_raster(path, grid, count):
+        return False
+    with rasterio.open(path) as src:
+        return bool(src.tags().get("lcip_params") == params)
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Base of per-tile jobs: grid from the imagery layer, idempotency, timing.
+
+    Subclasses implement :meth:`compute` and set :attr:`count` (bands of the output).
+
+    Args:
+        out_dir: output folder (``<tile_id>.tif``).
+        image_layer: layer whose grid the output is aligned to.
+    """
+
+    out_dir: Path
+    image_layer: str = "naip"
+
+    count: int = field(default=0, init=False)
+
+    def params(self) -> dict[str, Any]:
+        """Parameters recorded in the output's tags (a change forces a rebuild)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out_dir", "count")}
+
+    def output(self, tile: Tile) -> Path:
+        """The output file of a tile."""
+        return self.out_dir / f"{tile.tile_id}.tif"
+
+    def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """Compute the output array and its valid mask for one tile."""
+        raise NotImplementedError
+
+    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+        """Write the output raster."""
+        raise NotImplementedError
+
+    def __call__(self, tile: Tile) -> TileResult:
+        """Build one tile's output unless it is up to date."""
+        start = time.perf_counter()
+        grid = Grid.of(tile.layer(self.image_layer))
+        path = self.output(tile)
+        params = _params_tag(self.params())
+        if _up_to_date(path, grid, self.count, params):
+            return TileResult(tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start)
+        data, valid = self.compute(tile, grid)
+        fraction = float(valid.mean())
+        if not valid.any():
+            log.warning("tile %s: no valid pixels, skipped", tile.tile_id)
+            return TileResult(tile.tile_id, "no_valid", None, 0.0, time.perf_counter() - start)
+        self.write(path, data, valid, grid, tile, params)
+        return TileResult(tile.tile_id, "written", str(path), fraction, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class VectorLayersJob(TileJob):
+    """Rasterize buildings, roads, waterways and water bodies (4-band uint8) onto each tile."""
+
+    osm_layer: str | None = "osm"
+    buildings_layer: str | None = "buildings"
+
+    count: int = field(default=len(LAYER_NAMES), init=False)
+
+    def _sources(self, tile: Tile) -> tuple[Path | None, Path | None]:
+        osm = tile.layers.get(self.osm_layer) if self.osm_layer else None
+        buildings = tile.layers.get(self.buildings_layer) if self.buildings_layer else None
+        return osm, buildings
+
+    def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """The four binary layers (all pixels valid)."""
+        osm, buildings = self._sources(tile)
+        return rasterize_vectors(grid, osm, buildings), np.ones(grid.shape, dtype=bool)
+
+    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+        """Write the 4-band layer raster."""
+        osm, buildings = self._sources(tile)
+        write_vector_layers(
+            path, data, grid, osm_path=osm, buildings_path=buildings, tags={"lcip_params": params, "lcip_version": lcip.__version__}
+        )
+
+
+@dataclass(frozen=True)
+class PriorJob(TileJob):
+    """Base of prior jobs: writes float32 priors with the scheme's band names."""
+
+    scheme: ClassScheme | None = None
+    recipe: str = ""
+
+    def params(self) -> dict[str, Any]:
+        """Parameters, with the scheme by name and arrays as lists."""
+        p = super().params()
+        p["scheme"] = self.scheme.name if self.scheme else None
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
+
+    def sources(self, tile: Tile) -> list[str]:
+        """Input files recorded in the prior's tags."""
+        return []
+
+    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+        """Write the prior raster."""
+        assert self.scheme is not None
+        tags = {"recipe": self.recipe, "lcip_params": params, "sources": json.dumps(self.sources(tile))}
+        write_prior(path, data, valid, grid, self.scheme, tags)
+
+    def __post_init__(self) -> None:
+        if self.scheme is None:
+            raise ValueError("a prior job needs a class scheme")
+        object.__setattr__(self, "count", self.scheme.num_classes)
+
+
+@dataclass(frozen=True)
+class NLCDPriorJob(PriorJob):
+    """NLCD prior: one-hot NLCD -> Gaussian blur -> cooccurrence remap -> smoothing."""
+
+    matrix: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 17)))
+    nlcd_layer: str = "nlcd"
+    sigma: float = 31.0
+    truncate: float = 4.0
+    smoothing: float = 1e-4
+    recipe: str = "nlcd"
+
+    def sources(self, tile: Tile) -> list[str]:
+        """The NLCD file."""
+        return [str(tile.layer(self.nlcd_layer))]
+
+    def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """The NLCD prior of the tile."""
+        return nlcd_prior(
+            grid, tile.layer(self.nlcd_layer), self.matrix, sigma=self.sigma, truncate=self.truncate, smoothing=self.smoothing
+        )
+
+
+@dataclass(frozen=True)
+class FusedPriorJob(NLCDPriorJob):
+    """NLCD prior plus the blurred vector layers' mass on water and impervious, renormalized."""
+
+    vectors_layer: str = "vectors"
+    water_class: int = 0
+    impervious_class: int = 3
+    radius: Mapping[str, int] | None = None
+    weights: Mapping[str, float] | None = None
+    recipe: str = "fused"
+
+    def sources(self, tile: Tile) -> list[str]:
+        """NLCD and vector layer files."""
+        return [*super().sources(tile), str(tile.layer(self.vectors_layer))]
+
+    def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """The fused prior of the tile."""
+        prior, valid = super().compute(tile, grid)
+        with rasterio.open(tile.layer(self.vectors_layer)) as src:
+            layers = src.read()
+        fused = fuse_prior(
+            prior,
+            layers,
+            water_class=self.water_class,
+            impervious_class=self.impervious_class,
+            radius=dict(self.radius) if self.radius else None,
+            weights=dict(self.weights) if self.weights else None,
+        )
+        return fused, valid
+
+
+def run_tile_jobs(job: Callable[[Tile], TileResult], manifest: Manifest, jobs: int = 1, desc: str = "tiles") -> list[TileResult]:
+    """Run a tile job over every tile of a manifest.
+
+    Args:
+        job: picklable per-tile callable.
+        manifest: the tiles.
+        jobs: worker processes (1 runs in this process).
+        desc: progress bar label.
+
+    Returns:
+        one result per tile, in manifest order.
+    """
+    tiles = list(manifest)
+    if jobs <= 1 or len(tiles) <= 1:
+        return [job(t) for t in tqdm(tiles, desc=desc, unit="tile")]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tiles))) as pool:
+        return list(tqdm(pool.map(job, tiles), total=len(tiles), desc=desc, unit="tile"))
+
+
+def write_report(results: Sequence[TileResult], out_dir: Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``report.json`` listing what each tile's job did, and log a one-line summary."""
+    counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "no_valid")}
+    report = {**(extra or {}), "counts": counts, "no_valid_tiles": [r.tile_id for r in results if r.status == "no_valid"], "tiles": [asdict(r) for r in results]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    msg = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
+    if report["no_valid_tiles"]:
+        msg += f" (no valid pixels: {', '.join(report['no_valid_tiles'])})"
+    log.info("%s: %s; report %s", out_dir, msg, path)
+    return path
+
+
+def results_manifest(manifest: Manifest, results: Sequence[TileResult], layer: str) -> Manifest:
+    """The manifest with ``layer`` added, restricted to tiles that have an output."""
+    paths = {r.tile_id: Path(r.path) for r in results if r.path is not None}
+    return manifest.select(tile_ids=list(paths)).with_layer(layer, paths)
