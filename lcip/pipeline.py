@@ -14,11 +14,15 @@ stage reads and writes are derived from the config by the ``*_path`` helpers her
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -28,10 +32,23 @@ from lcip.classes import ClassScheme, get_scheme
 from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec
 from lcip.errors import ConfigError
-from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest
+from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest, read_class_map
 from lcip.manifest import Manifest
 from lcip.models import load_state_from_checkpoint
 from lcip.predict import PredictConfig, predict_manifest
+from lcip.priors.build import (
+    FusedPriorJob,
+    NLCDPriorJob,
+    VectorLayersJob,
+    results_manifest,
+    run_tile_jobs,
+    write_report,
+)
+from lcip.priors.cooccurrence import Cooccurrence, count_cooccurrence
+from lcip.priors.fused import fusion_classes
+from lcip.priors.learned import select_training_tiles, train_learned_prior, write_learned_priors
+from lcip.quicklook import save_quicklook
+from lcip.raster import Grid, read_on_grid
 from lcip.tasks import ImplicitPosteriorTask
 
 log = logging.getLogger(__name__)
@@ -66,6 +83,171 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 def build_model(cfg: DictConfig, scheme: ClassScheme) -> Any:
     """Instantiate the configured network for the scheme's classes."""
     return instantiate(cfg.model, classes=scheme.num_classes)
+
+
+def region(cfg: DictConfig) -> Path:
+    """Make the region's manifest available: generate it for a generated region.
+
+    Args:
+        cfg: composed config (``region``).
+
+    Returns:
+        the region's manifest.
+    """
+    path = region_manifest_path(cfg)
+    synthetic = cfg.region.get("synthetic")
+    if synthetic is None:
+        if not path.exists():
+            raise ConfigError(
+                f"region.manifest={path}: manifest does not exist and region '{cfg.region.name}' "
+                "has no generator (acquire its data first)"
+            )
+        return path
+    from lcip.synthetic import generate_region
+
+    settings = OmegaConf.to_container(synthetic, resolve=True)
+    stamp = path.parent / "region_config.json"
+    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
+        log.info("region %s is up to date: %s", cfg.region.name, path)
+        return path
+    out = generate_region(instantiate(synthetic), path.parent)
+    stamp.write_text(json.dumps(settings))
+    return out
+
+
+def cooccurrence(cfg: DictConfig) -> Cooccurrence:
+    """Count P(target class | NLCD class) on the region's training tiles and write it.
+
+    Args:
+        cfg: composed config (``region``, ``cooccurrence``).
+
+    Returns:
+        the cooccurrence statistics (also written to ``cooccurrence.dir``).
+    """
+    manifest = Manifest.read(region_manifest_path(cfg)).select(list(cfg.region.train_splits))
+    result = count_cooccurrence(
+        manifest,
+        scheme_of(cfg),
+        label_layer=cfg.region.label_layer,
+        nlcd_layer=cfg.region.nlcd_layer,
+        allow_test=bool(cfg.cooccurrence.allow_test),
+    )
+    result.write(Path(cfg.cooccurrence.dir))
+    return result
+
+
+def _cooccurrence_matrix(cfg: DictConfig) -> Any:
+    path = Path(cfg.cooccurrence.dir) / "cooccurrence.csv"
+    if not path.exists():
+        raise ConfigError(
+            f"cooccurrence.dir={path.parent}: no cooccurrence.csv (run lcip-cooccurrence first)"
+        )
+    return Cooccurrence.read(path).matrix
+
+
+def prior(cfg: DictConfig) -> Path:
+    """Build the configured prior for every tile of the region; returns its manifest.
+
+    ``prior.recipe`` is ``nlcd``, ``fused`` (NLCD + vector layers) or ``learned`` (an FCN on
+    the NLCD prior and vector layers, trained on a few labelled non-evaluation tiles).
+
+    Args:
+        cfg: composed config (``region``, ``prior``, ``cooccurrence``, ``jobs``).
+
+    Returns:
+        the manifest listing the tiles with their ``prior_<name>`` layer.
+    """
+    scheme = scheme_of(cfg)
+    manifest = Manifest.read(region_manifest_path(cfg))
+    p = cfg.prior
+    region_dir = Path(cfg.region.dir)
+    jobs = int(cfg.jobs)
+    nlcd_kwargs = dict(
+        scheme=scheme,
+        image_layer=cfg.region.image_layer,
+        matrix=_cooccurrence_matrix(cfg),
+        nlcd_layer=cfg.region.nlcd_layer,
+        sigma=float(p.sigma),
+        truncate=float(p.truncate),
+        smoothing=float(p.smoothing),
+    )
+    if p.recipe in ("fused", "learned"):
+        vec = VectorLayersJob(
+            region_dir / "vectors",
+            cfg.region.image_layer,
+            cfg.region.get("osm_layer"),
+            cfg.region.get("buildings_layer"),
+        )
+        vec_results = run_tile_jobs(vec, manifest, jobs, "vector layers")
+        manifest = results_manifest(manifest, vec_results, "vectors")
+    out_dir = region_dir / "priors" / p.name
+    layer = prior_layer(p.name)
+    if p.recipe == "nlcd":
+        results = run_tile_jobs(
+            NLCDPriorJob(out_dir, **nlcd_kwargs), manifest, jobs, f"prior {p.name}"
+        )
+    elif p.recipe == "fused":
+        water, impervious = fusion_classes(scheme)
+        job = FusedPriorJob(
+            out_dir,
+            **nlcd_kwargs,
+            osm_layer=cfg.region.get("osm_layer"),
+            buildings_layer=cfg.region.get("buildings_layer"),
+            water_class=water,
+            impervious_class=impervious,
+            radius=OmegaConf.to_container(p.radius),  # type: ignore[arg-type]
+            weights=OmegaConf.to_container(p.weights),  # type: ignore[arg-type]
+        )
+        results = run_tile_jobs(job, manifest, jobs, f"prior {p.name}")
+    elif p.recipe == "learned":
+        nlcd_dir = region_dir / "priors" / "nlcd_input"
+        nlcd_results = run_tile_jobs(
+            NLCDPriorJob(nlcd_dir, **nlcd_kwargs), manifest, jobs, "NLCD prior (input)"
+        )
+        manifest = results_manifest(manifest, nlcd_results, "prior_nlcd_input")
+        inputs = ("prior_nlcd_input", "vectors")
+        ids = select_training_tiles(
+            manifest,
+            list(cfg.region.train_splits),
+            list(cfg.region.eval_splits),
+            int(p.train_tiles),
+            list(p.train_tile_ids) if p.train_tile_ids is not None else None,
+            cfg.region.label_layer,
+        )
+        net = instantiate(p.model, in_channels=scheme.num_classes + 4, classes=scheme.num_classes)
+        train_learned_prior(
+            manifest,
+            ids,
+            scheme,
+            net,
+            input_layers=inputs,
+            label_layer=cfg.region.label_layer,
+            steps=int(p.steps),
+            batch_size=int(p.batch_size),
+            crop_size=int(p.crop_size),
+            lr=float(p.lr),
+            seed=int(cfg.seed),
+        )
+        params = {
+            "recipe": "learned",
+            "train_tiles": ids,
+            **OmegaConf.to_container(p, resolve=True),
+        }  # type: ignore[dict-item]
+        results = write_learned_priors(
+            manifest,
+            net,
+            scheme,
+            out_dir,
+            params=params,
+            input_layers=inputs,
+            smoothing=float(p.smoothing),
+        )
+    else:
+        raise ConfigError(
+            f"prior.recipe={p.recipe!r}: unknown recipe; choose nlcd, fused or learned"
+        )
+    write_report(results, out_dir, {"recipe": p.recipe, "region": cfg.region.name})
+    return results_manifest(manifest, results, layer).write(prior_manifest_path(cfg))
 
 
 def train(cfg: DictConfig) -> Path:
@@ -182,3 +364,89 @@ def evaluate(cfg: DictConfig) -> Evaluation:
     log.info("evaluation written to %s and %s", md, csv_path)
     print(evaluation.summary_markdown())
     return evaluation
+
+
+def _compose(cfg: DictConfig, *overrides: str) -> DictConfig:
+    """The config recomposed with extra overrides on top of the ones this run was given."""
+    given = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return compose(config_name="lcip", overrides=[*given, *overrides])
+
+
+def demo(cfg: DictConfig) -> Path:
+    """Run every stage on the configured (by default generated) region and report.
+
+    Generates the region, counts cooccurrence, builds each prior of ``demo.priors``, trains
+    ``loss`` on each, predicts and evaluates the evaluation tiles, then writes
+    ``results.md``/``results.csv`` (prior argmax, q and r per prior) and ``quicklook.png``
+    under ``demo.out_dir`` and prints the table.
+
+    Args:
+        cfg: composed config (with a ``demo`` node).
+
+    Returns:
+        the results markdown file.
+    """
+    region(cfg)
+    cooccurrence(cfg)
+    scheme = scheme_of(cfg)
+    out_dir = Path(cfg.demo.out_dir)
+    rows: list[dict[str, Any]] = []
+    panels: list[tuple[str, Any]] = []
+    lines = ["| prior | map | accuracy (%) | mIoU (%) |", "| --- | --- | ---: | ---: |"]
+    first_tile = None
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    extra = (
+        []
+        if any(o.startswith("experiment=") for o in given)
+        else [f"experiment={cfg.demo.experiment}"]
+    )
+    for name in cfg.demo.priors:
+        sub = _compose(cfg, f"prior={name}", *extra)
+        prior(sub)
+        train(sub)
+        pred_manifest = predict(sub)
+        evaluation = evaluate(sub)
+        for r in evaluation.rows():
+            if r["tile"] == "all":
+                rows.append({"prior": name, **r})
+                lines.append(
+                    f"| {name} | {r['map']} | {100 * float(r['accuracy']):.1f} | {100 * float(r['miou']):.1f} |"
+                )
+        tile = Manifest.read(pred_manifest).tiles[0]
+        first_tile = first_tile or tile
+        grid = Grid.of(tile.layer(sub.region.image_layer))
+        panels.append(
+            (f"prior {name}", read_class_map(tile.layer(prior_layer(name)), grid, "prob"))
+        )
+        panels.append(
+            (
+                f"{sub.loss.name.upper()} q ({name})",
+                read_class_map(tile.layer("q_class"), grid, "class"),
+            )
+        )
+    assert first_tile is not None
+    grid = Grid.of(first_tile.layer(cfg.region.image_layer))
+    truth = scheme.map_labels(read_on_grid(first_tile.layer(cfg.region.label_layer), grid, bands=1))
+    image = read_on_grid(first_tile.layer(cfg.region.image_layer), grid)
+    save_quicklook(
+        out_dir / "quicklook.png",
+        image,
+        [*panels, ("truth", truth)],
+        scheme,
+        title=f"{cfg.region.name}: tile {first_tile.tile_id}",
+        ncols=4,
+    )
+    table = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "results.md"
+    md.write_text(
+        f"# lcip demo: region {cfg.region.name}, evaluation tiles {list(cfg.region.eval_splits)}\n\n{table}\n"
+    )
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(
+        f"\n{table}\n\nmaps: {cfg.paths.runs}/{cfg.region.name}/*/predictions  quicklook: {out_dir / 'quicklook.png'}"
+    )
+    return md

@@ -47,6 +47,7 @@ def save_quicklook(
     panels: Sequence[tuple[str, npt.NDArray[np.integer]]],
     scheme: ClassScheme,
     title: str | None = None,
+    ncols: int | None = None,
 ) -> Path:
     """Write a PNG: the imagery, then one panel per class map, with a legend.
 
@@ -56,21 +57,24 @@ def save_quicklook(
         panels: (title, class map) pairs.
         scheme: class scheme (colours and legend).
         title: figure title.
+        ncols: panels per row (default: all in one row).
 
     Returns:
         the destination path.
     """
     path = Path(path)
     n = 1 + len(panels)
-    fig = Figure(figsize=(3.2 * n, 3.6))
+    cols = min(ncols or n, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.3 * rows + 0.5))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)
-    axes[0, 0].imshow(image_rgb(image))
-    axes[0, 0].set_title("imagery")
-    for ax, (name, classes) in zip(axes[0, 1:], panels, strict=True):
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    axes[0].imshow(image_rgb(image))
+    axes[0].set_title("imagery")
+    for ax, (name, classes) in zip(axes[1:], panels, strict=False):
         ax.imshow(colorize(classes, scheme), interpolation="nearest")
-        ax.set_title(name)
-    for ax in axes[0]:
+        ax.set_title(name, fontsize=10)
+    for ax in axes:
         ax.set_axis_off()
     handles = [
         Patch(color=np.asarray(c) / 255, label=name)
@@ -79,7 +83,7 @@ def save_quicklook(
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.5 / (3.3 * rows + 0.5), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)

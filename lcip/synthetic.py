@@ -246,8 +246,9 @@ class RegionConfig:
         if self.margin_m < 0:
             raise ConfigError(f"region {self.name}: margin_m must be >= 0, got {self.margin_m}")
         if not all(0 <= o < _NLCD_BLOCK for o in self.nlcd_offset_m):
-            raise ConfigError(f"region {self.name}: nlcd_offset_m must be in 0..29, "
-                              f"got {self.nlcd_offset_m}")
+            raise ConfigError(
+                f"region {self.name}: nlcd_offset_m must be in 0..29, got {self.nlcd_offset_m}"
+            )
         for key in ("nlcd_error_rate", "footprint_drop_rate", "shadow_strength"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"region {self.name}: {key} must be in [0, 1]")
@@ -287,17 +288,21 @@ class RegionConfig:
             for i, tid in enumerate(ids):
                 split = self.splits.get(i, self.splits.get(tid))
                 if split is None:
-                    raise ConfigError(f"region {self.name}: splits names no split for tile "
-                                      f"{tid} (index {i})")
+                    raise ConfigError(
+                        f"region {self.name}: splits names no split for tile {tid} (index {i})"
+                    )
                 out.append(str(split))
             unknown = set(self.splits) - set(ids) - set(range(len(ids)))
             if unknown:
-                raise ConfigError(f"region {self.name}: splits names unknown tiles "
-                                  f"{sorted(map(str, unknown))}")
+                raise ConfigError(
+                    f"region {self.name}: splits names unknown tiles {sorted(map(str, unknown))}"
+                )
             return out
         if isinstance(self.splits, str) or len(self.splits) != len(ids):
-            raise ConfigError(f"region {self.name}: splits must list {len(ids)} splits "
-                              f"(one per tile), got {self.splits!r}")
+            raise ConfigError(
+                f"region {self.name}: splits must list {len(ids)} splits "
+                f"(one per tile), got {self.splits!r}"
+            )
         return [str(s) for s in self.splits]
 
 
@@ -429,7 +434,9 @@ def _burn(
 ) -> I32:
     """Rasterize geometries (canvas pixel coordinates) with integer values; later ones win."""
     vals = list(values) if values is not None else [1] * len(geoms)
-    pairs = [(g, int(v)) for g, v in zip(geoms, vals, strict=True) if g is not None and not g.is_empty]
+    pairs = [
+        (g, int(v)) for g, v in zip(geoms, vals, strict=True) if g is not None and not g.is_empty
+    ]
     if not pairs:
         return np.zeros(shape, np.int32)
     out = rasterize(pairs, out_shape=shape, fill=0, dtype="int32")
@@ -500,7 +507,9 @@ def _rectangles(cx: F64, cy: F64, w: F64, d: F64, angle: F64) -> npt.NDArray[np.
     return np.asarray(shapely.polygons(np.stack([xs, ys], axis=2)))
 
 
-def _greedy_disjoint(geoms: npt.NDArray[np.object_], order: npt.NDArray[np.intp], gap: float) -> Bool:
+def _greedy_disjoint(
+    geoms: npt.NDArray[np.object_], order: npt.NDArray[np.intp], gap: float
+) -> Bool:
     """Keep geometries in ``order`` unless they come within ``gap`` of one already kept."""
     keep = np.zeros(len(geoms), bool)
     if len(geoms) == 0:
@@ -572,6 +581,11 @@ class SyntheticRegion:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def _rngs(seed: int) -> list[np.random.Generator]:
+    """Independent generators for the stages (changing one stage leaves the others alone)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
+
+
 class _Stopwatch:
     """Logs the time of each generation stage at DEBUG level."""
 
@@ -593,7 +607,9 @@ class _Objects:
         self.veg: list[npt.NDArray[np.int8]] = [np.full(1, -1, np.int8)]
         self.count = 1
 
-    def add(self, colors: npt.ArrayLike, heights: npt.ArrayLike = 0.0, veg: int | npt.ArrayLike = -1) -> I64:
+    def add(
+        self, colors: npt.ArrayLike, heights: npt.ArrayLike = 0.0, veg: int | npt.ArrayLike = -1
+    ) -> I64:
         cols = np.atleast_2d(np.asarray(colors, dtype=np.float64))
         n = cols.shape[0]
         ids = np.arange(self.count, self.count + n, dtype=np.int64)
@@ -632,7 +648,9 @@ class _Town:
         self.angle = float(rng.uniform(-0.6, 0.6))
 
     def rad(self, th: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        r = 1 + np.sum(self.amp[:, None] * np.cos(self.k[:, None] * th.ravel()[None] + self.phase[:, None]), 0)
+        r = 1 + np.sum(
+            self.amp[:, None] * np.cos(self.k[:, None] * th.ravel()[None] + self.phase[:, None]), 0
+        )
         return np.asarray(self.radius * np.clip(r, 0.5, 1.6)).reshape(th.shape)
 
     def rho(self, x: npt.NDArray[Any], y: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -665,11 +683,20 @@ def _main_roads(
     specs: list[tuple[str, tuple[float, float], float, float, float]] = []
     for i in range(2):
         heading = town.angle + i * math.pi / 2 + rng.normal(0, 0.08)
-        specs.append(("primary", (town.cx, town.cy), heading, rng.uniform(12, 15), 0.6 * town.radius))
+        specs.append(
+            ("primary", (town.cx, town.cy), heading, rng.uniform(12, 15), 0.6 * town.radius)
+        )
     a = rng.uniform(0, 2 * np.pi)
     p = (town.cx + 0.45 * town.radius * math.cos(a), town.cy + 0.45 * town.radius * math.sin(a))
-    specs.append(("secondary", p, town.angle + rng.choice([0.0, math.pi / 2]) + rng.normal(0, 0.5),
-                  rng.uniform(9, 12), 0.2 * town.radius))
+    specs.append(
+        (
+            "secondary",
+            p,
+            town.angle + rng.choice([0.0, math.pi / 2]) + rng.normal(0, 0.5),
+            rng.uniform(9, 12),
+            0.2 * town.radius,
+        )
+    )
     for _ in range(1 + int(area_km2 / 2.5)):
         q = (rng.uniform(minx, maxx), rng.uniform(miny, maxy))
         specs.append(("tertiary", q, rng.uniform(0, np.pi), rng.uniform(6.5, 8.5), 0.0))
@@ -678,8 +705,11 @@ def _main_roads(
         path = _curvy_path(rng, centre, heading, half, 10.0, 0.35, 300.0, straight)
         for part in _parts(LineString(path).intersection(canvas_box)):
             if part.length > 30:
-                tags = {"highway": kind, "name": f"{names[kind]} {k + 1}",
-                        "lanes": "2" if kind != "primary" else "4"}
+                tags = {
+                    "highway": kind,
+                    "name": f"{names[kind]} {k + 1}",
+                    "lanes": "2" if kind != "primary" else "4",
+                }
                 ways.append(Way(np.asarray(part.coords), tags, float(width)))
     return ways
 
@@ -763,20 +793,22 @@ def _street_grid(
                     idx = [*run, run[-1] + 1]
                     street += 1
                     tags = {"highway": "residential", "name": f"Street {street}"}
-                    ways.append(Way(np.stack([xs[idx], ys[idx]], 1), tags, float(rng.uniform(6, 8))))
+                    ways.append(
+                        Way(np.stack([xs[idx], ys[idx]], 1), tags, float(rng.uniform(6, 8)))
+                    )
                     run = []
     return ways
 
 
-def _frontage(
-    rng: np.random.Generator, ways: Sequence[Way], town: _Town
-) -> dict[str, F64]:
+def _frontage(rng: np.random.Generator, ways: Sequence[Way], town: _Town) -> dict[str, F64]:
     """Candidate building / parking-lot rectangles along roads.
 
     Returns:
         arrays cx, cy, w, d, angle, height, kind (0 house, 1 accessory, 2 parking), zone.
     """
-    cols: dict[str, list[F64]] = {k: [] for k in ("cx", "cy", "w", "d", "angle", "height", "kind", "zone")}
+    cols: dict[str, list[F64]] = {
+        k: [] for k in ("cx", "cy", "w", "d", "angle", "height", "kind", "zone")
+    }
     #            lot lo/hi     w lo/hi      d lo/hi     setback     height       p
     zones = (
         ((60, 160), (10, 18), (8, 14), (12, 35), (5, 8), 0.18),
@@ -831,7 +863,9 @@ def _frontage(
             setback = rng.uniform(lo(3), hi(3))
             height = rng.uniform(lo(4), hi(4))
             kind = np.zeros(m)
-            parking = ((zone == 2) & (rng.random(m) < 0.25)) | ((zone == 3) & (rng.random(m) < 0.12))
+            parking = ((zone == 2) & (rng.random(m) < 0.25)) | (
+                (zone == 3) & (rng.random(m) < 0.12)
+            )
             kind[parking] = 2
             w[parking] = rng.uniform(18, 40, parking.sum())
             d[parking] = rng.uniform(18, 40, parking.sum())
@@ -842,8 +876,16 @@ def _frontage(
             off = way.width / 2 + setback + d / 2
             cx = shapely.get_x(c_pts) + nx * off
             cy = shapely.get_y(c_pts) + ny * off
-            for key, val in (("cx", cx), ("cy", cy), ("w", w), ("d", d), ("angle", angle),
-                             ("height", height), ("kind", kind), ("zone", zone.astype(float))):
+            for key, val in (
+                ("cx", cx),
+                ("cy", cy),
+                ("w", w),
+                ("d", d),
+                ("angle", angle),
+                ("height", height),
+                ("kind", kind),
+                ("zone", zone.astype(float)),
+            ):
                 cols[key].append(val)
             # accessory buildings behind houses (garages, sheds) and farm barns
             acc = (kind == 0) & (zone <= 1) & (rng.random(m) < np.where(zone == 0, 0.6, 0.3))
@@ -855,9 +897,16 @@ def _frontage(
                 lat = rng.uniform(-0.5, 0.5, k.size) * (w[k] + aw) / 2
                 ax = shapely.get_x(c_pts)[k] + nx[k] * back + tx[k] * lat
                 ay = shapely.get_y(c_pts)[k] + ny[k] * back + ty[k] * lat
-                for key, val in (("cx", ax), ("cy", ay), ("w", aw), ("d", ad), ("angle", angle[k]),
-                                 ("height", rng.uniform(3, 6, k.size)), ("kind", np.ones(k.size)),
-                                 ("zone", zone[k].astype(float))):
+                for key, val in (
+                    ("cx", ax),
+                    ("cy", ay),
+                    ("w", aw),
+                    ("d", ad),
+                    ("angle", angle[k]),
+                    ("height", rng.uniform(3, 6, k.size)),
+                    ("kind", np.ones(k.size)),
+                    ("zone", zone[k].astype(float)),
+                ):
                     cols[key].append(val)
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
 
@@ -875,10 +924,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     layout = region_layout(cfg)
     ch, cw = layout.canvas.shape
     shape = (ch, cw)
-    seeds = np.random.SeedSequence(cfg.seed).spawn(10)
-    r_town, r_road, r_water, r_land, r_build, r_tree, r_img, r_nlcd, r_vec, r_col = (
-        np.random.default_rng(s) for s in seeds
-    )
+    r_town, r_road, r_water, r_land, r_build, r_tree, r_img, r_nlcd, r_col = _rngs(cfg.seed)[:9]
     canvas_box = box(0, 0, cw, ch)
     W, H = layout.region.width, layout.region.height
     area_km2 = ch * cw / 1e6
@@ -900,7 +946,9 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     grid = _street_grid(r_road, town, river_poly.buffer(10), main_buf)
     roads = main + grid
     road_lines = [LineString(w.coords) for w in roads]
-    road_polys = [ln.buffer(w.width / 2, quad_segs=4) for ln, w in zip(road_lines, roads, strict=True)]
+    road_polys = [
+        ln.buffer(w.width / 2, quad_segs=4) for ln, w in zip(road_lines, roads, strict=True)
+    ]
     road_union = shapely.union_all(road_polys)
     tick("roads")
 
@@ -956,7 +1004,9 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     row_h = r_land.uniform(80, 250, n_cols)
     row_off = r_land.uniform(0, 250, n_cols)
     n_rows = int(y_ext / 80) + 4
-    row = np.floor((yr - float(yr.min()) + row_off[col].astype(np.float32)) / row_h[col].astype(np.float32))
+    row = np.floor(
+        (yr - float(yr.min()) + row_off[col].astype(np.float32)) / row_h[col].astype(np.float32)
+    )
     fid = (col * n_rows + row.astype(np.intp)).astype(np.int32)
     del xr, yr, row, col
     n_fields = n_cols * n_rows
@@ -964,7 +1014,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     field_base = np.array(
         [[95, 116, 82, 160], [84, 112, 70, 185], [112, 118, 88, 150], [88, 96, 72, 135]], float
     )
-    fcol = _jitter_colors(r_col, field_base[ftype], n_fields, 0.09, 5, 14)
+    fcol = _jitter_colors(r_col, field_base[ftype], n_fields, 0.12, 6, 18)
     dry = r_col.random(n_fields) < 0.15  # dry / harvested fields: brownish, low NIR
     fcol[dry] = _jitter_colors(r_col, [135, 125, 100, 125], int(dry.sum()), 0.07, 5, 10)
     field_ids = objs.add(fcol, 0.0, np.asarray(ftype) + 3)
@@ -1001,8 +1051,8 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
 
     # bare patches in crop fields, construction sites, a dirt lot or two
     barren_ids = objs.add(
-        _jitter_colors(r_col, [140, 122, 98, 118], 1, 0.0, 0, 0)
-        .tolist() + [[188, 178, 152, 160], [168, 158, 142, 148]]
+        _jitter_colors(r_col, [140, 122, 98, 118], 1, 0.0, 0, 0).tolist()
+        + [[188, 178, 152, 160], [168, 158, 142, 148]]
     )
     bare = (_smooth_noise(r_land, shape, 5) > 2.0) & (ftype[fid] == 1) & (lc == LOWVEG)
     lc[bare], obj[bare] = BARREN, barren_ids[0]
@@ -1013,8 +1063,13 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
         px, py = r_land.uniform(0, cw), r_land.uniform(0, ch)
         if not 0.3 < town.u_at(px, py) < 0.75:
             continue
-        site = _rectangles(np.array([px]), np.array([py]), r_land.uniform(50, 120, 1),
-                           r_land.uniform(40, 90, 1), np.array([town.angle]))[0]
+        site = _rectangles(
+            np.array([px]),
+            np.array([py]),
+            r_land.uniform(50, 120, 1),
+            r_land.uniform(40, 90, 1),
+            np.array([town.angle]),
+        )[0]
         if site.intersects(road_union) or site.intersects(river_poly):
             continue
         sites.append(site)
@@ -1030,7 +1085,9 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
 
     # paved town core (plazas, parking), with small green islands
     paved_id = objs.add([[120, 120, 117, 102]])[0]
-    core = (u + 0.05 * _smooth_noise(r_land, shape, 15) > 0.88) & (_smooth_noise(r_land, shape, 4) > -1.6)
+    core = (u + 0.05 * _smooth_noise(r_land, shape, 15) > 0.88) & (
+        _smooth_noise(r_land, shape, 4) > -1.6
+    )
     lc[core], obj[core] = IMPERVIOUS, paved_id
     tick("barren")
 
@@ -1046,9 +1103,15 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     lc[marsh & mwood], obj[marsh & mwood] = TREE, marsh_veg[1]
     pools = marsh & (_smooth_noise(r_land, shape, 4) > 0.8)
     water_col = np.array([[44, 62, 66, 24]], float)
-    pond_col = np.stack([
-        r_col.uniform(35, 70, len(ponds)), r_col.uniform(50, 85, len(ponds)),
-        r_col.uniform(50, 72, len(ponds)), r_col.uniform(15, 40, len(ponds))], 1)
+    pond_col = np.stack(
+        [
+            r_col.uniform(35, 70, len(ponds)),
+            r_col.uniform(50, 85, len(ponds)),
+            r_col.uniform(50, 72, len(ponds)),
+            r_col.uniform(15, 40, len(ponds)),
+        ],
+        1,
+    )
     water_ids = objs.add(np.concatenate([water_col, [[48, 62, 52, 34]], pond_col]))
     river_mask = _burn(shape, [river_poly]) > 0
     lc[river_mask], obj[river_mask] = WATER, water_ids[0]
@@ -1060,23 +1123,37 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     bars: list[Polygon] = []
     rural = (town.u_at(rx, ry) < 0.3) & shapely.contains_xy(canvas_box, rx, ry)
     sm_curv = ndimage.gaussian_filter1d(rc, 5)
-    peaks = np.flatnonzero(
-        rural[1:-1] & (np.abs(sm_curv[1:-1]) >= np.abs(sm_curv[:-2]))
-        & (np.abs(sm_curv[1:-1]) >= np.abs(sm_curv[2:])) & (np.abs(sm_curv[1:-1]) > 0.004)
-    ) + 1
+    peaks = (
+        np.flatnonzero(
+            rural[1:-1]
+            & (np.abs(sm_curv[1:-1]) >= np.abs(sm_curv[:-2]))
+            & (np.abs(sm_curv[1:-1]) >= np.abs(sm_curv[2:]))
+            & (np.abs(sm_curv[1:-1]) > 0.004)
+        )
+        + 1
+    )
     for k in peaks[: 2 + int(area_km2)]:
         inner = 1.0 if sm_curv[k] > 0 else -1.0
         across = r_water.uniform(7, 14)
         off = rw[k] / 2 - across * 0.35
         bx, by = rx[k] - math.sin(rh[k]) * off * inner, ry[k] + math.cos(rh[k]) * off * inner
-        bars.append(_ellipse(float(bx), float(by), float(r_water.uniform(18, 40)), float(across), float(rh[k])))
+        bars.append(
+            _ellipse(
+                float(bx), float(by), float(r_water.uniform(18, 40)), float(across), float(rh[k])
+            )
+        )
     sand = (_burn(shape, bars) > 0) & (_burn(shape, [river_poly.buffer(3)]) > 0)
     lc[sand], obj[sand] = BARREN, barren_ids[1]
     tick("water")
 
     # ---- roads ------------------------------------------------------------------------
-    rcol = np.array([[82, 84, 88, 72] if w.tags["highway"] == "primary" else [100, 100, 101, 86]
-                     for w in roads], float)
+    rcol = np.array(
+        [
+            [82, 84, 88, 72] if w.tags["highway"] == "primary" else [100, 100, 101, 86]
+            for w in roads
+        ],
+        float,
+    )
     rcol *= r_col.normal(1.0, 0.09, (len(roads), 1))
     road_ids = objs.add(rcol)
     rb = _burn(shape, road_polys, range(1, len(roads) + 1))
@@ -1101,16 +1178,29 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     is_lot = keep & (fr["kind"] == 2)
     is_bld = keep & (fr["kind"] != 2)
     lots = list(rects[is_lot])
-    lot_ids = objs.add(_jitter_colors(r_col, [112, 112, 110, 96], len(lots), 0.12, 3, 6)) if lots \
+    lot_ids = (
+        objs.add(_jitter_colors(r_col, [112, 112, 110, 96], len(lots), 0.12, 3, 6))
+        if lots
         else np.zeros(0, np.int64)
+    )
     lb = _burn(shape, lots, range(1, len(lots) + 1))
     sel = lb > 0
     lc[sel], obj[sel] = IMPERVIOUS, lot_ids[lb[sel] - 1]
     buildings = list(rects[is_bld])
     b_height = fr["height"][is_bld]
-    roofs = np.array([
-        [160, 160, 158, 140], [206, 206, 200, 190], [76, 78, 82, 70], [46, 58, 63, 38],
-        [136, 84, 70, 86], [166, 148, 124, 124], [96, 118, 108, 96], [92, 104, 126, 92]], float)
+    roofs = np.array(
+        [
+            [160, 160, 158, 140],
+            [206, 206, 200, 190],
+            [76, 78, 82, 70],
+            [46, 58, 63, 38],
+            [136, 84, 70, 86],
+            [166, 148, 124, 124],
+            [96, 118, 108, 96],
+            [92, 104, 126, 92],
+        ],
+        float,
+    )
     roof_p = np.array([0.22, 0.12, 0.22, 0.12, 0.12, 0.1, 0.05, 0.05])
     rk = r_col.choice(len(roofs), len(buildings), p=roof_p)
     bcol = _jitter_colors(r_col, roofs[rk], len(buildings), 0.08, 4, 6)
@@ -1118,7 +1208,10 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     bb = _burn(shape, buildings, range(1, len(buildings) + 1))
     sel = bb > 0
     lc[sel], obj[sel] = IMPERVIOUS, bld_ids[bb[sel] - 1]
-    gable = (r_col.random(len(buildings)) < np.array([0.7, 0.7, 0.3, 0.0])[fr["zone"][is_bld].astype(int)])
+    gable = (
+        r_col.random(len(buildings))
+        < np.array([0.7, 0.7, 0.3, 0.0])[fr["zone"][is_bld].astype(int)]
+    )
     b_info = np.stack([fr["cx"][is_bld], fr["cy"][is_bld], fr["angle"][is_bld], gable], 1)
     tick("buildings")
 
@@ -1145,8 +1238,12 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
             c = shapely.line_interpolate_point(line, dist)
             px = shapely.get_x(c) - ty / nrm * off * side
             py = shapely.get_y(c) + tx / nrm * off * side
-            t_street.append(np.stack([px, py, r_tree.uniform(2.5, 4.8, dist.size),
-                                      r_tree.uniform(8, 16, dist.size)], 1))
+            t_street.append(
+                np.stack(
+                    [px, py, r_tree.uniform(2.5, 4.8, dist.size), r_tree.uniform(8, 16, dist.size)],
+                    1,
+                )
+            )
     n_try = int(ch * cw / 150)
     px, py = r_tree.uniform(0, cw, n_try), r_tree.uniform(0, ch, n_try)
     uu = town.u_at(px, py)
@@ -1155,15 +1252,21 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     px, py = px[ok], py[ok]
     ok = lc[py.astype(int), px.astype(int)] == LOWVEG
     px, py = px[ok], py[ok]
-    t_pts.append(np.stack([px, py, r_tree.uniform(2.0, 5.0, px.size), r_tree.uniform(6, 15, px.size)], 1))
+    t_pts.append(
+        np.stack([px, py, r_tree.uniform(2.0, 5.0, px.size), r_tree.uniform(6, 15, px.size)], 1)
+    )
     tree_layers = []
-    for arr, allowed in ((np.concatenate(t_pts), (LOWVEG,)),
-                         (np.concatenate(t_street) if t_street else np.zeros((0, 4)), (LOWVEG, ROAD))):
+    for arr, allowed in (
+        (np.concatenate(t_pts), (LOWVEG,)),
+        (np.concatenate(t_street) if t_street else np.zeros((0, 4)), (LOWVEG, ROAD)),
+    ):
         if arr.shape[0] == 0:
             continue
         disks = shapely.buffer(shapely.points(arr[:, 0], arr[:, 1]), arr[:, 2], quad_segs=3)
         if buildings:
-            hit = shapely.STRtree(np.asarray(buildings, dtype=object)).query(disks, predicate="intersects")[0]
+            hit = shapely.STRtree(np.asarray(buildings, dtype=object)).query(
+                disks, predicate="intersects"
+            )[0]
             okd = np.ones(len(disks), bool)
             okd[hit] = False
             disks, arr = disks[okd], arr[okd]
@@ -1193,13 +1296,17 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     ]
     for i, p in enumerate(ponds):
         kind = "lake" if p.area > 12000 else "pond"
-        water_areas.append((p, {"natural": "water", "water": kind, "name": f"{kind.title()} {i + 1}"}))
+        water_areas.append(
+            (p, {"natural": "water", "water": kind, "name": f"{kind.title()} {i + 1}"})
+        )
 
     reg = lc[layout.row_off : layout.row_off + H, layout.col_off : layout.col_off + W]
     counts = np.bincount(reg.ravel(), minlength=7)
     stats: dict[str, Any] = {
         "lc_fraction": {LC_NAMES[c]: round(float(counts[c]) / reg.size, 4) for c in range(1, 7)},
-        "nlcd_counts": {int(c): int(n) for c, n in zip(*np.unique(nlcd, return_counts=True), strict=True)},
+        "nlcd_counts": {
+            int(c): int(n) for c, n in zip(*np.unique(nlcd, return_counts=True), strict=True)
+        },
         "nlcd_perturbed_fraction": round(float((nlcd != nlcd_clean).mean()), 4),
         "buildings": len(buildings),
         "parking_lots": len(lots),
@@ -1375,7 +1482,7 @@ def _render(
 
     # class-dependent texture amplitudes: 0 nodata, water, tree, low veg, barren, imp, road
     amp_lf = np.array([0, 0.05, 0.08, 0.09, 0.07, 0.04, 0.04], np.float32)[lc]
-    amp_hf = np.array([0, 0.02, 0.24, 0.05, 0.06, 0.03, 0.03], np.float32)[lc]
+    amp_hf = np.array([0, 0.02, 0.30, 0.05, 0.06, 0.03, 0.03], np.float32)[lc]
     amp_nir = np.array([0, 0.05, 0.10, 0.10, 0.04, 0.02, 0.02], np.float32)[lc]
     lf = _smooth_noise(rng, shape, 14)
     hf = _smooth_noise(rng, shape, 1.3)
@@ -1388,7 +1495,9 @@ def _render(
     n_f = field_ids.size
     f_ang = rng.uniform(0, np.pi, n_f).astype(np.float32)
     f_per = rng.uniform(4, 9, n_f).astype(np.float32)
-    f_amp = np.where(np.asarray(ftype) == 1, 0.06, 0.025).astype(np.float32) * (rng.random(n_f) < 0.7)
+    f_amp = np.where(np.asarray(ftype) == 1, 0.06, 0.025).astype(np.float32) * (
+        rng.random(n_f) < 0.7
+    )
     yy, xx = np.nonzero(is_field)
     k = fid[yy, xx]
     phase = (xx * np.cos(f_ang[k]) + yy * np.sin(f_ang[k])) / f_per[k]
@@ -1528,11 +1637,16 @@ def _buildings_geojson(region: SyntheticRegion, rng: np.random.Generator) -> str
         if len(ring) > 3:
             # exterior counter-clockwise (RFC 7946): canvas rows point down, so reverse
             ring = ring[::-1]
-        features.append({
-            "type": "Feature",
-            "properties": {"id": int(i) + 1, "height": round(float(region.building_heights[i]), 1)},
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {
+                    "id": int(i) + 1,
+                    "height": round(float(region.building_heights[i]), 1),
+                },
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
     return json.dumps({"type": "FeatureCollection", "features": features}, separators=(",", ":"))
 
 
@@ -1549,16 +1663,34 @@ def write_region(region: SyntheticRegion, out_dir: Path) -> Path:
     cfg, layout = region.config, region.layout
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    tags = {"generator": "lcip.synthetic", "lcip_version": __version__, "seed": cfg.seed,
-            "region": cfg.name}
+    tags = {
+        "generator": "lcip.synthetic",
+        "lcip_version": __version__,
+        "seed": cfg.seed,
+        "region": cfg.name,
+    }
     tick = _Stopwatch()
     lc_cmap, nlcd_cmap = lc_colormap(), nlcd_colormap()
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(11)[10])
+    rng = _rngs(cfg.seed)[9]
 
-    nlcd_path = write_raster(out_dir / "nlcd_30m.tif", region.nlcd, layout.nlcd, nodata=0,
-                             tags={**tags, "layer": "nlcd"}, band_names=["nlcd"], colormap=nlcd_cmap)
-    write_raster(out_dir / "nlcd_30m_clean.tif", region.nlcd_clean, layout.nlcd, nodata=0,
-                 tags={**tags, "layer": "nlcd_clean"}, band_names=["nlcd"], colormap=nlcd_cmap)
+    nlcd_path = write_raster(
+        out_dir / "nlcd_30m.tif",
+        region.nlcd,
+        layout.nlcd,
+        nodata=0,
+        tags={**tags, "layer": "nlcd"},
+        band_names=["nlcd"],
+        colormap=nlcd_cmap,
+    )
+    write_raster(
+        out_dir / "nlcd_30m_clean.tif",
+        region.nlcd_clean,
+        layout.nlcd,
+        nodata=0,
+        tags={**tags, "layer": "nlcd_clean"},
+        band_names=["nlcd"],
+        colormap=nlcd_cmap,
+    )
     osm_path = out_dir / "osm.xml"
     _atomic_text(osm_path, _osm_xml(region, rng))
     bld_path = out_dir / "buildings.geojson"
@@ -1578,14 +1710,31 @@ def write_region(region: SyntheticRegion, out_dir: Path) -> Path:
         ]
         t_tags = {**tags, "tile": tid}
         paths = {
-            "naip": write_raster(out_dir / "naip" / f"{tid}.tif", naip, grid,
-                                 tags={**t_tags, "layer": "naip"},
-                                 band_names=["red", "green", "blue", "nir"]),
-            "lc": write_raster(out_dir / "lc" / f"{tid}.tif", lc, grid, nodata=0,
-                               tags={**t_tags, "layer": "lc"}, band_names=["lc"], colormap=lc_cmap),
-            "nlcd": write_raster(out_dir / "nlcd" / f"{tid}.tif", nlcd, grid, nodata=0,
-                                 tags={**t_tags, "layer": "nlcd"}, band_names=["nlcd"],
-                                 colormap=nlcd_cmap),
+            "naip": write_raster(
+                out_dir / "naip" / f"{tid}.tif",
+                naip,
+                grid,
+                tags={**t_tags, "layer": "naip"},
+                band_names=["red", "green", "blue", "nir"],
+            ),
+            "lc": write_raster(
+                out_dir / "lc" / f"{tid}.tif",
+                lc,
+                grid,
+                nodata=0,
+                tags={**t_tags, "layer": "lc"},
+                band_names=["lc"],
+                colormap=lc_cmap,
+            ),
+            "nlcd": write_raster(
+                out_dir / "nlcd" / f"{tid}.tif",
+                nlcd,
+                grid,
+                nodata=0,
+                tags={**t_tags, "layer": "nlcd"},
+                band_names=["nlcd"],
+                colormap=nlcd_cmap,
+            ),
             "nlcd_30m": nlcd_path,
             "osm": osm_path,
             "buildings": bld_path,
@@ -1597,8 +1746,14 @@ def write_region(region: SyntheticRegion, out_dir: Path) -> Path:
         "generator": "lcip.synthetic",
         "lcip_version": __version__,
         "config": asdict(cfg),
-        "canvas": {"transform": list(layout.canvas.transform)[:6], "shape": list(layout.canvas.shape)},
-        "nlcd_grid": {"transform": list(layout.nlcd.transform)[:6], "shape": list(layout.nlcd.shape)},
+        "canvas": {
+            "transform": list(layout.canvas.transform)[:6],
+            "shape": list(layout.canvas.shape),
+        },
+        "nlcd_grid": {
+            "transform": list(layout.nlcd.transform)[:6],
+            "shape": list(layout.nlcd.shape),
+        },
         "stats": region.stats,
     }
     _atomic_text(out_dir / "region.json", json.dumps(meta, indent=2, default=str) + "\n")

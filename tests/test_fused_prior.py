@@ -112,6 +112,11 @@ def test_sums_to_one_and_invalid_stays_zero() -> None:
         prior, layers, water_class=water, impervious_class=impervious, valid=valid.astype(np.uint8)
     )
     np.testing.assert_array_equal(as_int, masked)
+    nan_prior = prior.copy()
+    nan_prior[:, invalid] = np.nan
+    np.testing.assert_array_equal(
+        fuse_prior(nan_prior, layers, water_class=water, impervious_class=impervious), out
+    )
     with pytest.raises(ValueError, match="valid mask"):
         fuse_prior(prior, layers, water_class=water, impervious_class=impervious, valid=valid[1:])
 

@@ -298,27 +298,30 @@ def blur_onehot(
     radius = (len(kernel) - 1) // 2
     cum = np.concatenate([[0.0], np.cumsum(kernel)])
 
-    # The last pass should use the axis with fewer segments per chunk: transpose otherwise.
-    cost_rc = rows.count * cols.mean_band(radius) * (
-        cols.out_stop - cols.out_start
-    ) + rows.mean_band(radius) * (rows.out_stop - rows.out_start) * (cols.out_stop - cols.out_start)
-    cost_cr = cols.count * rows.mean_band(radius) * (
-        rows.out_stop - rows.out_start
-    ) + cols.mean_band(radius) * (rows.out_stop - rows.out_start) * (cols.out_stop - cols.out_start)
-    transpose = cost_cr < cost_rc
+    # Evaluate rows-last (default) or, when clearly cheaper (strongly anisotropic partitions,
+    # e.g. stripes), columns-last on the transposed problem, paying one transposing copy.
+    n_out = (rows.out_stop - rows.out_start) * (cols.out_stop - cols.out_start)
+    band_r, band_c = rows.mean_band(radius), cols.mean_band(radius)
+    cost_rows_last = rows.count * band_c * (cols.out_stop - cols.out_start) + band_r * n_out
+    cost_cols_last = cols.count * band_r * (rows.out_stop - rows.out_start) + band_c * n_out
+    transpose = cost_cols_last + 4 * n_out < cost_rows_last
 
     present = np.zeros(num_classes, dtype=bool)
     present[np.unique(cell_index)] = True
-    out = np.zeros((w_mat.shape[0], rows.out_stop - rows.out_start, cols.out_stop - cols.out_start),
-                   dtype=out_dtype)
+    out = np.zeros(
+        (w_mat.shape[0], rows.out_stop - rows.out_start, cols.out_stop - cols.out_start),
+        dtype=out_dtype,
+    )
     mats: dict[tuple[str, int], tuple[int, int, torch.Tensor]] = {}
+    tmp: torch.Tensor | None = None
     with torch.no_grad():
         for m in range(w_mat.shape[0]):
             if not np.any(w_mat[m, present]):
                 continue  # layer is zero everywhere
             cells = torch.from_numpy(w_mat[m].astype(out_dtype)[cell_index])
             if transpose:
-                tmp = torch.empty(out.shape[:0:-1], dtype=cells.dtype)
+                if tmp is None:
+                    tmp = torch.empty(out.shape[:0:-1], dtype=cells.dtype)
                 _blur_cells(cells.T.contiguous(), cols, rows, cum, radius, tmp, mats)
                 out[m] = tmp.numpy().T
             else:

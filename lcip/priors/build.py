@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 import lcip
 from lcip.classes import ClassScheme
 from lcip.manifest import Manifest, Tile
-from lcip.priors.fused import fuse_prior
+from lcip.priors.fused import DEFAULT_RADIUS, fuse_prior
 from lcip.priors.nlcd import nlcd_prior
 from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
 from lcip.raster import Grid, is_valid_raster, write_raster
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TileResult:
-    """What a tile job did: ``written``, ``skipped`` (up to date) or ``no_valid`` (no valid pixels)."""
+    """What a tile job did: ``written``, ``skipped`` (up to date) or ``no_valid``."""
 
     tile_id: str
     status: str
@@ -52,12 +52,24 @@ class TileResult:
 
 
 def write_prior(
-    path: Path, prior: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_], grid: Grid, scheme: ClassScheme, tags: Mapping[str, Any]
+    path: Path,
+    prior: npt.NDArray[np.float32],
+    valid: npt.NDArray[np.bool_],
+    grid: Grid,
+    scheme: ClassScheme,
+    tags: Mapping[str, Any],
 ) -> Path:
     """Write a prior raster (NaN where invalid, bands named after the classes)."""
     out = prior.astype(np.float32, copy=True)
     out[:, ~valid] = np.nan
-    return write_raster(path, out, grid, nodata=float("nan"), tags={**tags, "lcip_version": lcip.__version__}, band_names=list(scheme.classes))
+    return write_raster(
+        path,
+        out,
+        grid,
+        nodata=float("nan"),
+        tags={**tags, "lcip_version": lcip.__version__},
+        band_names=list(scheme.classes),
+    )
 
 
 def _params_tag(params: Mapping[str, Any]) -> str:
@@ -99,7 +111,15 @@ class TileJob:
         """Compute the output array and its valid mask for one tile."""
         raise NotImplementedError
 
-    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+    def write(
+        self,
+        path: Path,
+        data: npt.NDArray[Any],
+        valid: npt.NDArray[np.bool_],
+        grid: Grid,
+        tile: Tile,
+        params: str,
+    ) -> None:
         """Write the output raster."""
         raise NotImplementedError
 
@@ -110,7 +130,9 @@ class TileJob:
         path = self.output(tile)
         params = _params_tag(self.params())
         if _up_to_date(path, grid, self.count, params):
-            return TileResult(tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start)
+            return TileResult(
+                tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start
+            )
         data, valid = self.compute(tile, grid)
         fraction = float(valid.mean())
         if not valid.any():
@@ -139,11 +161,24 @@ class VectorLayersJob(TileJob):
         osm, buildings = self._sources(tile)
         return rasterize_vectors(grid, osm, buildings), np.ones(grid.shape, dtype=bool)
 
-    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+    def write(
+        self,
+        path: Path,
+        data: npt.NDArray[Any],
+        valid: npt.NDArray[np.bool_],
+        grid: Grid,
+        tile: Tile,
+        params: str,
+    ) -> None:
         """Write the 4-band layer raster."""
         osm, buildings = self._sources(tile)
         write_vector_layers(
-            path, data, grid, osm_path=osm, buildings_path=buildings, tags={"lcip_params": params, "lcip_version": lcip.__version__}
+            path,
+            data,
+            grid,
+            osm_path=osm,
+            buildings_path=buildings,
+            tags={"lcip_params": params, "lcip_version": lcip.__version__},
         )
 
 
@@ -164,10 +199,22 @@ class PriorJob(TileJob):
         """Input files recorded in the prior's tags."""
         return []
 
-    def write(self, path: Path, data: npt.NDArray[Any], valid: npt.NDArray[np.bool_], grid: Grid, tile: Tile, params: str) -> None:
+    def write(
+        self,
+        path: Path,
+        data: npt.NDArray[Any],
+        valid: npt.NDArray[np.bool_],
+        grid: Grid,
+        tile: Tile,
+        params: str,
+    ) -> None:
         """Write the prior raster."""
         assert self.scheme is not None
-        tags = {"recipe": self.recipe, "lcip_params": params, "sources": json.dumps(self.sources(tile))}
+        tags = {
+            "recipe": self.recipe,
+            "lcip_params": params,
+            "sources": json.dumps(self.sources(tile)),
+        }
         write_prior(path, data, valid, grid, self.scheme, tags)
 
     def __post_init__(self) -> None:
@@ -194,42 +241,66 @@ class NLCDPriorJob(PriorJob):
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The NLCD prior of the tile."""
         return nlcd_prior(
-            grid, tile.layer(self.nlcd_layer), self.matrix, sigma=self.sigma, truncate=self.truncate, smoothing=self.smoothing
+            grid,
+            tile.layer(self.nlcd_layer),
+            self.matrix,
+            sigma=self.sigma,
+            truncate=self.truncate,
+            smoothing=self.smoothing,
         )
 
 
 @dataclass(frozen=True)
 class FusedPriorJob(NLCDPriorJob):
-    """NLCD prior plus the blurred vector layers' mass on water and impervious, renormalized."""
+    """NLCD prior plus the blurred vector layers' mass on water and impervious, renormalized.
 
-    vectors_layer: str = "vectors"
+    The vector layers are rasterized on the tile grid grown by the largest blur radius, so
+    that features just outside the tile count near its edge and neighbouring tiles join
+    without seams.
+    """
+
+    osm_layer: str | None = "osm"
+    buildings_layer: str | None = "buildings"
     water_class: int = 0
     impervious_class: int = 3
     radius: Mapping[str, int] | None = None
     weights: Mapping[str, float] | None = None
     recipe: str = "fused"
 
+    def _vector_sources(self, tile: Tile) -> tuple[Path | None, Path | None]:
+        osm = tile.layers.get(self.osm_layer) if self.osm_layer else None
+        buildings = tile.layers.get(self.buildings_layer) if self.buildings_layer else None
+        return osm, buildings
+
     def sources(self, tile: Tile) -> list[str]:
-        """NLCD and vector layer files."""
-        return [*super().sources(tile), str(tile.layer(self.vectors_layer))]
+        """NLCD and vector files."""
+        return [
+            *super().sources(tile),
+            *(str(p) for p in self._vector_sources(tile) if p is not None),
+        ]
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The fused prior of the tile."""
         prior, valid = super().compute(tile, grid)
-        with rasterio.open(tile.layer(self.vectors_layer)) as src:
-            layers = src.read()
+        radius = dict(self.radius) if self.radius else None
+        halo = max({**DEFAULT_RADIUS, **(radius or {})}.values())
+        layers = rasterize_vectors(grid.expand(halo), *self._vector_sources(tile))
         fused = fuse_prior(
             prior,
             layers,
             water_class=self.water_class,
             impervious_class=self.impervious_class,
-            radius=dict(self.radius) if self.radius else None,
+            radius=radius,
             weights=dict(self.weights) if self.weights else None,
+            valid=valid,
+            halo=halo,
         )
         return fused, valid
 
 
-def run_tile_jobs(job: Callable[[Tile], TileResult], manifest: Manifest, jobs: int = 1, desc: str = "tiles") -> list[TileResult]:
+def run_tile_jobs(
+    job: Callable[[Tile], TileResult], manifest: Manifest, jobs: int = 1, desc: str = "tiles"
+) -> list[TileResult]:
     """Run a tile job over every tile of a manifest.
 
     Args:
@@ -248,10 +319,17 @@ def run_tile_jobs(job: Callable[[Tile], TileResult], manifest: Manifest, jobs: i
         return list(tqdm(pool.map(job, tiles), total=len(tiles), desc=desc, unit="tile"))
 
 
-def write_report(results: Sequence[TileResult], out_dir: Path, extra: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    results: Sequence[TileResult], out_dir: Path, extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``report.json`` listing what each tile's job did, and log a one-line summary."""
     counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "no_valid")}
-    report = {**(extra or {}), "counts": counts, "no_valid_tiles": [r.tile_id for r in results if r.status == "no_valid"], "tiles": [asdict(r) for r in results]}
+    report = {
+        **(extra or {}),
+        "counts": counts,
+        "no_valid_tiles": [r.tile_id for r in results if r.status == "no_valid"],
+        "tiles": [asdict(r) for r in results],
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "report.json"
     tmp = path.with_suffix(".json.tmp")

@@ -14,7 +14,7 @@ w_k, the fused prior at pixel i is
 where class(buildings) = class(roads) = impervious and class(waterways) =
 class(waterbodies) = water. The reference uses radius 4 for roads and buildings and 2 for
 water, with unit weights (the defaults here). Pixels that are not valid (the prior is zero
-over all classes, or outside a given ``valid`` mask) are 0 in every band.
+or NaN over all classes, or outside a given ``valid`` mask) are 0 in every band.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def fuse_prior(
     """Fuse a prior with the four binary vector layers (formula in the module docstring).
 
     Args:
-        prior: (C, H, W) prior, summing to 1 over classes where valid (0 where invalid).
+        prior: (C, H, W) prior, summing to 1 over classes where valid (0 or NaN where
+            invalid).
         layers: (4, H + 2 halo, W + 2 halo) binary layers in
             :data:`~lcip.priors.vectors.LAYER_NAMES` order (buildings, roads, waterways,
             waterbodies).
@@ -151,6 +152,7 @@ def fuse_prior(
     class_of = {"water": water_class, "impervious": impervious_class}
 
     out = prior.astype(np.float32, copy=True)
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)  # NaN nodata -> invalid
     if valid is None:
         valid = out.sum(axis=0) > 0
     else:
@@ -165,14 +167,19 @@ def fuse_prior(
         if wts[name] == 0:
             continue
         key = (class_of[LAYER_CLASS[name]], int(radii[name]))
-        term = np.float32(wts[name]) * (layers[k] != 0).astype(np.float32)
-        groups[key] = groups[key] + term if key in groups else term
+        binary = layers[k] != 0
+        if key in groups:
+            groups[key] += np.float32(wts[name]) * binary
+        else:
+            groups[key] = np.multiply(binary, np.float32(wts[name]), dtype=np.float32)
     for (cls, r), acc in groups.items():
-        blurred = uniform_filter(acc, size=2 * r + 1, mode="nearest") if r > 0 else acc
-        out[cls] += blurred[halo : halo + height, halo : halo + width]
+        if r > 0:
+            uniform_filter(acc, size=2 * r + 1, output=acc, mode="nearest")
+        out[cls] += acc[halo : halo + height, halo : halo + width]
 
     total = out.sum(axis=0)
     ok = valid & (total > 0)
-    np.divide(out, total, out=out, where=ok[None])
-    out[:, ~ok] = 0.0
+    # multiply by 1 / total (0 where invalid): one pass that also zeroes invalid pixels
+    scale = np.divide(np.float32(1.0), total, out=np.zeros_like(total), where=ok)
+    out *= scale[None]
     return out

@@ -1,0 +1,233 @@
+"""Learned prior: a small FCN from the NLCD prior bands + 4 vector layers to high-res labels.
+
+Trained with cross-entropy (ignore index) on a few labelled tiles that must be disjoint from
+the evaluation tiles, then run over every tile with overlapping windows; its softmax output,
+smoothed like every prior, is written as the tile's prior raster.
+
+Inputs per tile: the ``prior_nlcd`` layer (C float bands, NaN nodata) and the ``vectors``
+layer (4 binary bands: buildings, roads, waterways, waterbodies), stacked in that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch import nn
+
+from lcip.classes import ClassScheme
+from lcip.datamodules import TileDataModule
+from lcip.datasets import LayerSpec, TileWindowDataset
+from lcip.errors import ConfigError
+from lcip.manifest import Manifest
+from lcip.predict import PredictConfig, window_log_probs
+from lcip.priors.build import TileResult, _params_tag, _up_to_date, write_prior
+from lcip.tasks import SupervisedTask
+
+log = logging.getLogger(__name__)
+
+
+def select_training_tiles(
+    manifest: Manifest,
+    train_splits: Sequence[str],
+    eval_splits: Sequence[str],
+    num_tiles: int = 5,
+    tile_ids: Sequence[str] | None = None,
+    label_layer: str = "lc",
+) -> list[str]:
+    """Choose the labelled tiles the learned prior trains on.
+
+    Args:
+        manifest: all tiles of the region.
+        train_splits: splits to draw tiles from when ``tile_ids`` is not given.
+        eval_splits: splits whose tiles are evaluation tiles (never used).
+        num_tiles: number of tiles to take (the first ones of ``train_splits`` with labels).
+        tile_ids: explicit tile ids instead.
+        label_layer: the label layer the tiles must have.
+
+    Returns:
+        tile ids.
+
+    Raises:
+        ConfigError: if a chosen tile is an evaluation tile, lacks labels, or none is found.
+    """
+    eval_ids = {t.tile_id for t in manifest.select(list(eval_splits))}
+    if tile_ids is not None:
+        chosen = list(tile_ids)
+        manifest.select(tile_ids=chosen)  # unknown ids -> clear error
+    else:
+        chosen = [
+            t.tile_id for t in manifest.select(list(train_splits)) if label_layer in t.layers
+        ][:num_tiles]
+    clash = [t for t in chosen if t in eval_ids]
+    if clash:
+        raise ConfigError(
+            f"prior.train_tile_ids: tiles {clash} are evaluation tiles (splits "
+            f"{list(eval_splits)}); the learned prior must train on other tiles"
+        )
+    unlabelled = [t for t in chosen if label_layer not in manifest.tile(t).layers]
+    if unlabelled:
+        raise ConfigError(
+            f"prior.train_tile_ids: tiles {unlabelled} have no '{label_layer}' labels"
+        )
+    if not chosen:
+        raise ConfigError(
+            f"no labelled tiles in splits {list(train_splits)} to train the learned prior on"
+        )
+    return chosen
+
+
+def train_learned_prior(
+    manifest: Manifest,
+    tile_ids: Sequence[str],
+    scheme: ClassScheme,
+    model: nn.Module,
+    *,
+    input_layers: tuple[str, str] = ("prior_nlcd", "vectors"),
+    label_layer: str = "lc",
+    steps: int = 300,
+    batch_size: int = 16,
+    crop_size: int = 96,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> nn.Module:
+    """Train the learned prior's network on labelled tiles (cross-entropy).
+
+    Args:
+        manifest: tiles with the input and label layers.
+        tile_ids: the training tiles.
+        scheme: class scheme.
+        model: the network (inputs: C prior bands + 4 vector bands).
+        input_layers: (NLCD prior layer, vector layers layer).
+        label_layer: high-resolution label layer.
+        steps: optimisation steps.
+        batch_size: crops per batch.
+        crop_size: crop size.
+        lr: AdamW learning rate.
+        seed: seed.
+
+    Returns:
+        the trained network (eval mode).
+    """
+    L.seed_everything(seed, workers=True)
+    tiles = manifest.select(tile_ids=list(tile_ids))
+    dm = TileDataModule(
+        tiles,
+        scheme,
+        image_layer=input_layers[0],
+        prior_layer=None,
+        label_layer=label_layer,
+        extra_layers=[input_layers[1]],
+        train_splits=sorted({t.split for t in tiles}),
+        val_splits=[],
+        crop_size=crop_size,
+        batch_size=batch_size,
+        steps_per_epoch=steps,
+        seed=seed,
+        image_scale=1.0,
+    )
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(SupervisedTask(model, scheme.num_classes, lr=lr), datamodule=dm)
+    return model.eval()
+
+
+def model_digest(model: nn.Module) -> str:
+    """Short hash of a model's weights (recorded in the priors it writes)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def write_learned_priors(
+    manifest: Manifest,
+    model: nn.Module,
+    scheme: ClassScheme,
+    out_dir: Path,
+    *,
+    params: dict[str, Any],
+    input_layers: tuple[str, str] = ("prior_nlcd", "vectors"),
+    smoothing: float = 1e-4,
+    window: int = 512,
+    device: str = "cpu",
+) -> list[TileResult]:
+    """Run the learned prior's network over every tile and write its prior rasters.
+
+    Args:
+        manifest: tiles with the input layers (on the imagery's grid).
+        model: trained network.
+        scheme: class scheme.
+        out_dir: output folder (``<tile_id>.tif``).
+        params: parameters recorded in the tags (with the model's digest added).
+        input_layers: (NLCD prior layer, vector layers layer).
+        smoothing: additive smoothing of the output probabilities.
+        window: sliding-window size.
+        device: torch device.
+
+    Returns:
+        one result per tile.
+    """
+    tag = _params_tag({**params, "model_digest": model_digest(model)})
+    model = model.to(device).eval()
+    dataset = TileWindowDataset(
+        manifest, LayerSpec(input_layers[0], None, None, (input_layers[1],)), scheme, 1.0
+    )
+    cfg = PredictConfig(window=window, smoothing=smoothing, device=device)
+    results = []
+    for i, tile in enumerate(manifest):
+        start = time.perf_counter()
+        path = out_dir / f"{tile.tile_id}.tif"
+        grid = dataset.grids[i]
+        if _up_to_date(path, grid, scheme.num_classes, tag):
+            results.append(
+                TileResult(
+                    tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start
+                )
+            )
+            continue
+        prior = np.full((scheme.num_classes, *grid.shape), np.nan, dtype=np.float32)
+        valid = np.zeros(grid.shape, dtype=bool)
+        for w, log_q, v in window_log_probs(model, dataset, i, cfg):
+            rows = slice(int(w.row_off), int(w.row_off + w.height))
+            cols = slice(int(w.col_off), int(w.col_off + w.width))
+            prior[:, rows, cols] = log_q.exp().numpy()
+            valid[rows, cols] = v.numpy()
+        if not valid.any():
+            results.append(
+                TileResult(tile.tile_id, "no_valid", None, 0.0, time.perf_counter() - start)
+            )
+            continue
+        sources = json.dumps([str(tile.layer(n)) for n in input_layers])
+        write_prior(
+            path,
+            prior,
+            valid,
+            grid,
+            scheme,
+            {"recipe": "learned", "lcip_params": tag, "sources": sources},
+        )
+        results.append(
+            TileResult(
+                tile.tile_id, "written", str(path), float(valid.mean()), time.perf_counter() - start
+            )
+        )
+    return results
+
+
+__all__ = ["model_digest", "select_training_tiles", "train_learned_prior", "write_learned_priors"]
