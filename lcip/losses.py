@@ -421,7 +421,7 @@ class _ImplicitPosteriorLoss(_PriorLoss):
         if self.running_mean.device != log_q.device or self.running_mean.dtype != dtype:
             self.running_mean = self.running_mean.to(device=log_q.device, dtype=dtype)
             self.num_batches_tracked = self.num_batches_tracked.to(log_q.device)
-        ema = self.running_mean.detach().to(log_q.dtype)
+        ema = self.running_mean.detach().to(log_q.dtype, copy=True)  # buffer is updated below
         has_history = self.num_batches_tracked > 0
         positive = ema > 0
         log_ema = torch.where(positive, torch.log(torch.where(positive, ema, 1.0)), _NEG_INF)
@@ -432,7 +432,8 @@ class _ImplicitPosteriorLoss(_PriorLoss):
         if self.training:
             with torch.no_grad():
                 valid = count > 0
-                self.running_mean.copy_(torch.where(valid, used.exp(), ema))
+                new = used.exp().to(self.running_mean.dtype)
+                self.running_mean.copy_(torch.where(valid, new, self.running_mean))
                 self.num_batches_tracked.add_(valid.to(torch.long))
         return used
 

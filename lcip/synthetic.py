@@ -205,7 +205,8 @@ class RegionConfig:
         margin_m: truth and NLCD extend at least this far (m) beyond the region on every side.
         nlcd_offset_m: (x, y) offset in metres (0..29) of the 30 m NLCD grid relative to the
             region's origin; non-zero offsets make the 30 m blocks cut at tile edges.
-        town_radius_m: mean radius of the developed area; None uses 0.32 * sqrt(region area).
+        town_radius_m: mean radius of the developed area; None uses 0.32 * sqrt(region area),
+            at least 160 m.
         texture: scale of the within-class variation of the imagery (0 = flat per object).
         sensor_noise: standard deviation of the per-pixel sensor noise (digital numbers).
         shadow_strength: fraction of light removed in cast shadows (0 = no shadows).
@@ -928,7 +929,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     canvas_box = box(0, 0, cw, ch)
     W, H = layout.region.width, layout.region.height
     area_km2 = ch * cw / 1e6
-    radius = cfg.town_radius_m or 0.32 * math.sqrt(W * H)
+    radius = cfg.town_radius_m or max(0.32 * math.sqrt(W * H), 160.0)
     town = _Town(
         r_town,
         layout.col_off + W * r_town.uniform(0.35, 0.65),

@@ -47,6 +47,8 @@ linear), so the NLCD prior blurs C + 1 layers rather than 17.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,6 +229,20 @@ def _blur_cells(
         torch.matmul(a_r, u[j0:j1], out=out[y0 - rows.out_start : y1 - rows.out_start])
 
 
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+    if threads is None or threads == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def blur_onehot(
     index: npt.NDArray[Any],
     num_classes: int,
@@ -236,6 +252,7 @@ def blur_onehot(
     *,
     crop: int = 0,
     dtype: npt.DTypeLike = np.float32,
+    threads: int | None = 1,
 ) -> npt.NDArray[Any]:
     """Gaussian blur of the one-hot encoding of a label map, exactly and fast.
 
@@ -254,6 +271,10 @@ def blur_onehot(
             around a tile). The blur still sees the whole input; only the kept pixels are
             computed.
         dtype: output dtype (float32, or float64 for exactness checks).
+        threads: torch intra-op threads for the matrix products while this call runs (torch's
+            setting is restored afterwards). The default 1 suits the many small, largely
+            memory-bound products and oversubscribed machines (prior building parallelizes over
+            tiles instead); None keeps torch's current setting.
 
     Returns:
         (K or M, H - 2 crop, W - 2 crop) array of blurred layers. Layers that are zero
@@ -314,7 +335,7 @@ def blur_onehot(
     )
     mats: dict[tuple[str, int], tuple[int, int, torch.Tensor]] = {}
     tmp: torch.Tensor | None = None
-    with torch.no_grad():
+    with torch.no_grad(), _torch_threads(threads):
         for m in range(w_mat.shape[0]):
             if not np.any(w_mat[m, present]):
                 continue  # layer is zero everywhere

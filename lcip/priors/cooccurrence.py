@@ -1,0 +1,425 @@
+"""Cooccurrence matrices P(target class | NLCD class), counted on training tiles.
+
+For every pixel of every (training) tile, the high-resolution label is mapped to a target
+class with the class scheme's ``map_labels(..., for_prior=True)`` (e.g. EnviroAtlas shrub ->
+tree), and the NLCD code at that pixel is read onto the label's grid (nearest; the NLCD
+source may be a 30 m region-wide raster, a 1 m per-tile one or one in another CRS). Pixels
+whose label is ignored (nodata, unmapped codes) or whose NLCD is nodata are skipped. The
+matrix ``counts[c, n]`` (C x 17, columns in the order of :data:`lcip.classes.NLCD_CODES`) is
+counted with one ``np.bincount`` per tile, and each column is normalized to sum to 1.
+
+A column with no pixels gets the uniform distribution ``1 / C`` (and a warning naming the
+NLCD codes). The nodata column (index 0, code 0) never has pixels and is always uniform; the
+NLCD prior ignores it anyway (nodata pixels carry no prior).
+
+Test tiles are refused unless explicitly allowed: the priors of test tiles must not see
+their own labels.
+
+Files written by :meth:`Cooccurrence.write`: ``cooccurrence.csv`` (rows = target classes,
+columns = NLCD codes, the matrix; human-readable and authoritative), ``cooccurrence.json``
+(metadata: tiles, pixel counts, class scheme, date, lcip version) and ``cooccurrence.png``
+(a labelled heat map).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from lcip import __version__
+from lcip.classes import IGNORE_INDEX, NLCD_CODES, NLCD_NAMES, ClassScheme, get_scheme
+from lcip.errors import ConfigError, DataError
+from lcip.manifest import Manifest
+from lcip.priors.nlcd import read_nlcd_index
+from lcip.raster import Grid, open_raster
+
+logger = logging.getLogger(__name__)
+
+NUM_NLCD = len(NLCD_CODES)
+CSV_NAME = "cooccurrence.csv"
+JSON_NAME = "cooccurrence.json"
+PNG_NAME = "cooccurrence.png"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def normalize_counts(
+    counts: npt.NDArray[np.integer[Any]],
+) -> tuple[npt.NDArray[np.float64], list[int]]:
+    """Column-normalize a (C, 17) count matrix; empty columns become uniform.
+
+    Args:
+        counts: (C, 17) pixel counts, columns in :data:`NLCD_CODES` order.
+
+    Returns:
+        (matrix, empty): the (C, 17) float64 matrix whose columns sum to 1, and the NLCD codes
+        (other than nodata 0) whose column had no pixels and was set uniform.
+    """
+    counts = np.asarray(counts)
+    num_classes = counts.shape[0]
+    totals = counts.sum(axis=0)
+    matrix = np.full(counts.shape, 1.0 / num_classes)
+    seen = totals > 0
+    seen[0] = False  # nodata column: always uniform
+    matrix[:, seen] = counts[:, seen] / totals[seen]
+    empty = [NLCD_CODES[n] for n in range(1, NUM_NLCD) if not seen[n]]
+    return matrix, empty
+
+
+@dataclass
+class Cooccurrence:
+    """A cooccurrence matrix P(target class | NLCD class) and how it was made.
+
+    Args:
+        matrix: (C, 17) float64, columns (NLCD codes in :data:`NLCD_CODES` order) sum to 1.
+        counts: (C, 17) int64 pixel counts the matrix was normalized from.
+        scheme_name: the target class scheme (e.g. ``chesapeake4``).
+        class_names: the C target class names (rows).
+        tiles: ids of the tiles counted.
+        created: creation time (ISO 8601, UTC).
+        lcip_version: lcip version that counted it.
+    """
+
+    matrix: npt.NDArray[np.float64]
+    counts: npt.NDArray[np.int64]
+    scheme_name: str
+    class_names: tuple[str, ...]
+    tiles: list[str] = field(default_factory=list)
+    created: str = field(default_factory=_now)
+    lcip_version: str = __version__
+
+    def __post_init__(self) -> None:
+        self.matrix = np.asarray(self.matrix, dtype=np.float64)
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        self.class_names = tuple(self.class_names)
+        shape = (len(self.class_names), NUM_NLCD)
+        if self.matrix.shape != shape or self.counts.shape != shape:
+            raise ValueError(
+                f"cooccurrence for {len(self.class_names)} classes needs matrix and counts of "
+                f"shape {shape}, got {self.matrix.shape} and {self.counts.shape}"
+            )
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: npt.NDArray[np.integer[Any]],
+        scheme: ClassScheme | str,
+        tiles: Sequence[str] = (),
+    ) -> Cooccurrence:
+        """Normalize counts into a cooccurrence, warning about NLCD classes never seen.
+
+        Args:
+            counts: (C, 17) pixel counts.
+            scheme: the target class scheme (or its name).
+            tiles: ids of the tiles counted.
+
+        Returns:
+            the cooccurrence.
+        """
+        scheme = get_scheme(scheme)
+        matrix, empty = normalize_counts(counts)
+        if empty:
+            msg = (
+                f"cooccurrence ({scheme.name}): no labelled pixels for NLCD codes {empty}; "
+                f"using uniform columns (1/{scheme.num_classes}) for them"
+            )
+            warnings.warn(msg, UserWarning, stacklevel=2)
+        return cls(
+            matrix=matrix,
+            counts=np.asarray(counts, dtype=np.int64),
+            scheme_name=scheme.name,
+            class_names=scheme.classes,
+            tiles=list(tiles),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """Number of target classes C."""
+        return len(self.class_names)
+
+    @property
+    def pixels_per_nlcd(self) -> dict[int, int]:
+        """Labelled pixels counted per NLCD code."""
+        totals = self.counts.sum(axis=0)
+        return {code: int(totals[n]) for n, code in enumerate(NLCD_CODES)}
+
+    @property
+    def uniform_codes(self) -> list[int]:
+        """NLCD codes (besides nodata) whose column is uniform for lack of pixels."""
+        return normalize_counts(self.counts)[1]
+
+    # ------------------------------------------------------------------ files
+    def to_csv(self) -> str:
+        """The matrix as CSV text: header ``class,0,11,...,95``, one row per target class."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["class", *NLCD_CODES])
+        for name, row in zip(self.class_names, self.matrix, strict=True):
+            writer.writerow([name, *(repr(float(v)) for v in row)])
+        return buf.getvalue()
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON metadata: scheme, tiles, pixel counts, date, version, counts, matrix."""
+        return {
+            "scheme": self.scheme_name,
+            "classes": list(self.class_names),
+            "nlcd_codes": list(NLCD_CODES),
+            "nlcd_names": list(NLCD_NAMES),
+            "tiles": list(self.tiles),
+            "num_tiles": len(self.tiles),
+            "pixels_per_nlcd": {str(k): v for k, v in self.pixels_per_nlcd.items()},
+            "total_pixels": int(self.counts.sum()),
+            "uniform_columns": self.uniform_codes,
+            "created": self.created,
+            "lcip_version": self.lcip_version,
+            "counts": self.counts.tolist(),
+            "matrix": self.matrix.tolist(),
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``cooccurrence.csv``, ``.json`` and ``.png`` into a folder, atomically each.
+
+        Args:
+            out_dir: destination folder (created if needed).
+
+        Returns:
+            the path of ``cooccurrence.csv``.
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(
+            out / JSON_NAME,
+            lambda f: f.write((json.dumps(self.metadata(), indent=2) + "\n").encode()),
+        )
+        _atomic_write(out / PNG_NAME, self._plot)
+        _atomic_write(out / CSV_NAME, lambda f: f.write(self.to_csv().encode()))
+        return out / CSV_NAME
+
+    def _plot(self, f: IO[bytes]) -> None:
+        """Draw the heat map as PNG into a binary file object."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        num = self.num_classes
+        fig = Figure(figsize=(2.5 + 0.62 * NUM_NLCD, 1.6 + 0.5 * num), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        image = ax.imshow(self.matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        uniform = set(self.uniform_codes) | {0}
+        ax.set_xticks(
+            range(NUM_NLCD),
+            [f"{c}*" if c in uniform else str(c) for c in NLCD_CODES],
+            fontsize=8,
+        )
+        ax.set_yticks(range(num), list(self.class_names), fontsize=9)
+        ax.set_xlabel("NLCD code  (* = no labelled pixels: uniform column)", fontsize=9)
+        for row in range(num):
+            for col in range(NUM_NLCD):
+                value = self.matrix[row, col]
+                ax.text(
+                    col,
+                    row,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value < 0.6 else "black",
+                )
+        ax.set_title(
+            f"P(class | NLCD), {self.scheme_name}, {len(self.tiles)} tiles, "
+            f"{int(self.counts.sum()):,} px",
+            fontsize=10,
+        )
+        fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+        fig.tight_layout()
+        fig.savefig(f, format="png")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Cooccurrence:
+        """Read a cooccurrence from ``cooccurrence.csv`` (or a folder holding it).
+
+        The matrix comes from the CSV; metadata (counts, tiles, scheme, date, version) from
+        the JSON file beside it when present.
+
+        Args:
+            path: the CSV file or its folder.
+
+        Returns:
+            the cooccurrence.
+
+        Raises:
+            DataError: if the file is missing or malformed (the message names it).
+        """
+        path = Path(path)
+        csv_path = path / CSV_NAME if path.is_dir() else path
+        if not csv_path.exists():
+            raise DataError(f"{csv_path}: cooccurrence file does not exist")
+        with open(csv_path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        if not rows:
+            raise DataError(f"{csv_path}: empty cooccurrence file")
+        header = rows[0]
+        try:
+            codes = [int(c) for c in header[1:]]
+        except ValueError:
+            codes = []
+        if codes != list(NLCD_CODES):
+            raise DataError(
+                f"{csv_path}: header must be 'class' and the NLCD codes {list(NLCD_CODES)}, "
+                f"got {header}"
+            )
+        names, values = [], []
+        for lineno, row in enumerate(rows[1:], start=2):
+            if len(row) != NUM_NLCD + 1:
+                raise DataError(
+                    f"{csv_path}:{lineno}: expected {NUM_NLCD + 1} fields, got {len(row)}"
+                )
+            try:
+                values.append([float(v) for v in row[1:]])
+            except ValueError:
+                raise DataError(f"{csv_path}:{lineno}: values must be numbers") from None
+            names.append(row[0])
+        if not names:
+            raise DataError(f"{csv_path}: no class rows")
+        matrix = np.array(values, dtype=np.float64)
+        if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
+            raise DataError(f"{csv_path}: values must be finite and non-negative")
+        sums = matrix.sum(axis=0)
+        if not np.allclose(sums, 1.0, atol=1e-6):
+            bad = [NLCD_CODES[n] for n in np.flatnonzero(~np.isclose(sums, 1.0, atol=1e-6))]
+            raise DataError(f"{csv_path}: columns for NLCD codes {bad} do not sum to 1")
+        meta: dict[str, Any] = {}
+        json_path = csv_path.with_suffix(".json")
+        if json_path.exists():
+            try:
+                meta = json.loads(json_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise DataError(f"{json_path}: cannot be read as JSON ({exc})") from None
+            if meta.get("classes", names) != names:
+                raise DataError(
+                    f"{json_path}: classes {meta.get('classes')} do not match "
+                    f"the rows of {csv_path} {names}"
+                )
+        counts = np.asarray(meta.get("counts", np.zeros_like(matrix, dtype=np.int64)))
+        if counts.shape != matrix.shape:
+            raise DataError(f"{json_path}: counts of shape {counts.shape}, expected {matrix.shape}")
+        return cls(
+            matrix=matrix,
+            counts=counts.astype(np.int64),
+            scheme_name=str(meta.get("scheme", "unknown")),
+            class_names=tuple(names),
+            tiles=[str(t) for t in meta.get("tiles", [])],
+            created=str(meta.get("created", "")),
+            lcip_version=str(meta.get("lcip_version", "")),
+        )
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write a file through a temporary file in the same folder, then rename it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def count_pairs(
+    label_path: str | Path,
+    nlcd_path: str | Path,
+    scheme: ClassScheme,
+) -> npt.NDArray[np.int64]:
+    """Count (target class, NLCD class) pixel pairs on one label raster.
+
+    Args:
+        label_path: high-resolution label raster (band 1, raw label codes).
+        nlcd_path: NLCD raster, read onto the label's grid with nearest resampling.
+        scheme: class scheme; labels are mapped with ``map_labels(..., for_prior=True)``.
+
+    Returns:
+        (C, 17) int64 counts, columns in :data:`NLCD_CODES` order (column 0 is always 0).
+
+    Raises:
+        DataError: for a missing or unreadable file or unknown NLCD codes.
+    """
+    grid = Grid.of(label_path)
+    with open_raster(label_path) as src:
+        labels = src.read(1)
+    classes = scheme.map_labels(labels, for_prior=True)
+    nlcd = read_nlcd_index(nlcd_path, grid)
+    keep = (classes != IGNORE_INDEX) & (nlcd != 0)
+    num = scheme.num_classes
+    flat = nlcd[keep].astype(np.int64) * num + classes[keep]
+    counts = np.bincount(flat, minlength=NUM_NLCD * num).reshape(NUM_NLCD, num).T
+    return np.ascontiguousarray(counts, dtype=np.int64)
+
+
+def count_cooccurrence(
+    manifest: Manifest,
+    scheme: ClassScheme | str,
+    label_layer: str = "lc",
+    nlcd_layer: str = "nlcd",
+    allow_test: bool = False,
+    progress: bool = True,
+) -> Cooccurrence:
+    """Count the cooccurrence matrix over the tiles of a manifest.
+
+    Pass the training tiles only (e.g. ``manifest.select("train")``): tiles of the ``test``
+    split are refused unless ``allow_test`` is set.
+
+    Args:
+        manifest: the tiles to count.
+        scheme: target class scheme (or its name).
+        label_layer: manifest layer holding the high-resolution labels.
+        nlcd_layer: manifest layer holding NLCD (any grid; read onto the label grid).
+        allow_test: allow tiles of the ``test`` split.
+        progress: show a progress bar.
+
+    Returns:
+        the cooccurrence (columns with no pixels uniform, with a warning).
+
+    Raises:
+        ConfigError: if test tiles are included without ``allow_test``, or there are no tiles.
+        ManifestError: if a tile lacks one of the layers.
+        DataError: for a missing or unreadable file or unknown NLCD codes.
+    """
+    scheme = get_scheme(scheme)
+    where = manifest.path or "manifest"
+    if len(manifest) == 0:
+        raise ConfigError(f"{where}: no tiles to count the cooccurrence matrix on")
+    test_tiles = [t.tile_id for t in manifest if t.split == "test"]
+    if test_tiles and not allow_test:
+        shown = ", ".join(test_tiles[:5]) + (", ..." if len(test_tiles) > 5 else "")
+        raise ConfigError(
+            f"{where}: refusing to count the cooccurrence matrix on {len(test_tiles)} test "
+            f"tile(s) ({shown}); select training tiles or pass allow_test=True"
+        )
+    counts = np.zeros((scheme.num_classes, NUM_NLCD), dtype=np.int64)
+    for tile in tqdm(manifest.tiles, desc="cooccurrence", unit="tile", disable=not progress):
+        counts += count_pairs(tile.layer(label_layer), tile.layer(nlcd_layer), scheme)
+    coocc = Cooccurrence.from_counts(counts, scheme, [t.tile_id for t in manifest])
+    logger.info(
+        "cooccurrence (%s) counted on %d tiles, %d labelled pixels",
+        scheme.name,
+        len(manifest),
+        int(counts.sum()),
+    )
+    return coocc

@@ -1,0 +1,243 @@
+"""The NLCD prior: blurred one-hot NLCD times the cooccurrence matrix, on a tile's 1 m grid.
+
+For a tile grid, the prior over the C target classes is
+
+    B_l = blur(sum_c M[l, c] * onehot_c(NLCD)),   V = blur(valid),   valid = (NLCD != 0)
+    prior_l = (B_l / V + eps) / sum_k (B_k / V + eps)  =  (B_l + eps V) / sum_k (B_k + eps V)
+
+where ``M`` is the (C, 17) cooccurrence matrix P(target class | NLCD class) with its nodata
+column zeroed, ``blur`` is the exact Gaussian blur of :mod:`lcip.priors.blur` (sigma = 31 px,
+truncated at 4 sigma, edge mode ``nearest``) and ``eps`` the additive smoothing (1e-4).
+Dividing by ``V`` is a *normalized convolution*: NLCD nodata pixels (and pixels outside the
+NLCD source) do not dilute the prior of their valid neighbours. Because the columns of ``M``
+sum to 1, ``sum_l B_l = V`` and the smoothing step equals the paper's ``(p + eps) / (1 + C
+eps)`` on the blurred prior ``p = B / V``, followed by renormalization (done in float32, so
+the bands sum to 1 within ~1e-6). Only C + 1 layers are blurred, not 17 (the blur is linear).
+Pixels whose own NLCD code is nodata are invalid: their prior is 0 and ``valid`` is False
+(the raster writer marks them nodata). The formula lives in :func:`prior_from_index`.
+
+No seams: the NLCD is read onto the tile grid *expanded by a halo* of ``ceil(truncate *
+sigma)`` px (>= the kernel radius), from a region-wide source, and the halo is cropped after
+blurring. Every kept pixel then sees exactly the NLCD it would see in a prior computed over
+the union of neighbouring tiles, so adjacent tiles agree along their shared edge (up to
+float rounding). Where the halo leaves the source, the NLCD is nodata and is excluded by the
+normalized convolution; the blur's edge mode only matters at the edge of the expanded grid,
+which no kept pixel's kernel reaches.
+
+Reprojection: NLCD is distributed in CONUS Albers (EPSG:5070) at 30 m, NAIP tiles are in UTM.
+An NLCD raster on another grid or CRS is read onto the (expanded) tile grid on the fly with
+*nearest* resampling (:func:`lcip.raster.read_on_grid`, a GDAL warp): NLCD is categorical, so
+no class mixing happens before the one-hot encoding, and the blur then smooths the staircase
+edges that reprojection leaves. A different CRS is logged at INFO. Reprojected NLCD is not
+block-structured on the tile grid, so the blur falls back to its slower (still exact) path;
+an NLCD raster already on the tile CRS (any 30 m or 1 m grid) keeps the fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lcip.classes import NLCD_CODES, nlcd_to_index
+from lcip.priors.blur import blur_onehot, kernel_radius
+from lcip.raster import Grid, open_raster, read_on_grid
+
+if TYPE_CHECKING:
+    from lcip.priors.cooccurrence import Cooccurrence
+
+logger = logging.getLogger(__name__)
+
+NUM_NLCD = len(NLCD_CODES)
+
+
+@dataclass(frozen=True)
+class NLCDPriorParams:
+    """Parameters of the NLCD prior.
+
+    Args:
+        sigma: Gaussian blur standard deviation in tile pixels (31 px at 1 m).
+        truncate: kernel truncation in standard deviations.
+        smoothing: additive smoothing ``eps`` applied before renormalizing.
+        halo: pixels of NLCD read around the tile; None for ``ceil(truncate * sigma)``.
+            Smaller than the kernel radius gives seams between tiles.
+    """
+
+    sigma: float = 31.0
+    truncate: float = 4.0
+    smoothing: float = 1e-4
+    halo: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.sigma > 0 and self.truncate > 0):
+            raise ValueError(
+                f"sigma and truncate must be positive, got {self.sigma}, {self.truncate}"
+            )
+        if self.smoothing < 0:
+            raise ValueError(f"smoothing must be >= 0, got {self.smoothing}")
+        if self.halo is not None and self.halo < 0:
+            raise ValueError(f"halo must be >= 0, got {self.halo}")
+
+    @property
+    def halo_px(self) -> int:
+        """The halo actually used, in pixels."""
+        return math.ceil(self.truncate * self.sigma) if self.halo is None else int(self.halo)
+
+    def as_tags(self) -> dict[str, Any]:
+        """The parameters as raster metadata tags (``nlcd_prior_sigma``, ...)."""
+        tags = {f"nlcd_prior_{k}": v for k, v in asdict(self).items()}
+        tags["nlcd_prior_halo"] = self.halo_px
+        return tags
+
+    def compute(
+        self,
+        tile_grid: Grid,
+        nlcd_path: str | Path,
+        cooccurrence: Cooccurrence | npt.ArrayLike,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """:func:`nlcd_prior` with these parameters."""
+        return nlcd_prior(tile_grid, nlcd_path, cooccurrence, **asdict(self))
+
+
+def _as_matrix(cooccurrence: Cooccurrence | npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The (C, 17) cooccurrence matrix from a matrix or a :class:`Cooccurrence`."""
+    matrix = np.asarray(getattr(cooccurrence, "matrix", cooccurrence), dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[1] != NUM_NLCD or matrix.shape[0] < 1:
+        raise ValueError(
+            f"cooccurrence matrix must have shape (C, {NUM_NLCD}) (columns = NLCD codes "
+            f"{list(NLCD_CODES)}), got {matrix.shape}"
+        )
+    if not np.all(np.isfinite(matrix)) or np.any(matrix < 0):
+        raise ValueError("cooccurrence matrix must be finite and non-negative")
+    return matrix
+
+
+def read_nlcd_index(path: str | Path, grid: Grid, *, halo: int = 0) -> npt.NDArray[np.uint8]:
+    """Read NLCD onto a grid (optionally expanded by a halo) as indices 0..16.
+
+    The source may be a 30 m region-wide raster, a 1 m per-tile raster or a raster in another
+    CRS (reprojected on the fly with nearest resampling, logged at INFO). Pixels outside the
+    source and the source's nodata value become index 0 (nodata).
+
+    Args:
+        path: NLCD raster (band 1 holds the NLCD codes).
+        grid: target grid (e.g. the tile grid or a label raster's grid).
+        halo: pixels to add on every side of ``grid``.
+
+    Returns:
+        uint8 array (H + 2 halo, W + 2 halo) of indices into :data:`lcip.classes.NLCD_CODES`.
+
+    Raises:
+        DataError: if the file is missing, unreadable or holds unknown NLCD codes (the message
+            names the file).
+    """
+    path = Path(path)
+    with open_raster(path) as src:
+        src_crs, src_nodata = src.crs, src.nodata
+    target = grid.expand(halo) if halo else grid
+    if src_crs is not None and src_crs != grid.crs:
+        logger.info(
+            "%s: NLCD in %s reprojected on the fly onto the tile grid (%s) with nearest resampling",
+            path,
+            src_crs.to_string(),
+            grid.crs.to_string() if grid.crs else "no CRS",
+        )
+    codes = read_on_grid(path, target, bands=1, fill=0)
+    if src_nodata is not None and src_nodata != 0 and np.isfinite(src_nodata):
+        codes[codes == src_nodata] = 0
+    return nlcd_to_index(codes, source=str(path))
+
+
+def prior_from_index(
+    index: npt.NDArray[Any],
+    cooccurrence: Cooccurrence | npt.ArrayLike,
+    params: NLCDPriorParams | None = None,
+    *,
+    crop: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """The NLCD prior from an NLCD index map (the formula of the module docstring).
+
+    Args:
+        index: (H, W) NLCD indices 0..16 (0 = nodata), including any halo.
+        cooccurrence: (C, 17) matrix P(target class | NLCD class), or a Cooccurrence.
+        params: blur and smoothing parameters (``halo`` is not used here).
+        crop: halo to drop from every side of the result.
+
+    Returns:
+        (prior, valid): float32 (C, H - 2 crop, W - 2 crop) summing to 1 over classes on
+        valid pixels and 0 elsewhere; bool (H - 2 crop, W - 2 crop).
+    """
+    params = params or NLCDPriorParams()
+    matrix = _as_matrix(cooccurrence)
+    num_classes = matrix.shape[0]
+    weights = matrix.copy()
+    weights[:, 0] = 0.0  # nodata contributes to no class ...
+    validity = np.ones((1, NUM_NLCD))
+    validity[0, 0] = 0.0  # ... nor to the normalizer
+    height, width = index.shape[0] - 2 * crop, index.shape[1] - 2 * crop
+    core = index[crop : crop + height, crop : crop + width]
+    valid = core != 0
+    if not valid.any():
+        return np.zeros((num_classes, height, width), np.float32), valid
+    sigma, truncate = params.sigma, params.truncate
+    denom = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=validity, crop=crop)[0]
+    valid &= denom > 0
+    prior = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=weights, crop=crop)
+    eps = np.float32(params.smoothing)
+    if eps > 0:
+        prior += eps * denom
+    total = prior.sum(axis=0)
+    np.divide(prior, total, out=prior, where=valid & (total > 0))
+    prior *= valid  # invalid pixels (and 0/0 without smoothing) -> 0
+    return prior, valid
+
+
+def nlcd_prior(
+    tile_grid: Grid,
+    nlcd_path: str | Path,
+    cooccurrence: Cooccurrence | npt.ArrayLike,
+    sigma: float = 31.0,
+    truncate: float = 4.0,
+    smoothing: float = 1e-4,
+    halo: int | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Compute the NLCD prior of one tile.
+
+    Args:
+        tile_grid: the tile's grid (its NAIP grid).
+        nlcd_path: NLCD raster: region-wide (any resolution / CRS) or per tile. Use a
+            region-wide one for seamless priors across tiles.
+        cooccurrence: (C, 17) matrix P(target class | NLCD class), or a Cooccurrence.
+        sigma: blur standard deviation in tile pixels.
+        truncate: kernel truncation in standard deviations.
+        smoothing: additive smoothing before renormalizing.
+        halo: NLCD pixels read around the tile (None: ``ceil(truncate * sigma)``).
+
+    Returns:
+        (prior, valid): float32 (C, H, W) summing to 1 on valid pixels, 0 on invalid ones;
+        bool (H, W), True where the pixel's NLCD code is not nodata.
+
+    Raises:
+        DataError: if the NLCD file is missing, unreadable or holds unknown codes.
+        ValueError: for a cooccurrence matrix of the wrong shape or bad parameters.
+    """
+    params = NLCDPriorParams(sigma=sigma, truncate=truncate, smoothing=smoothing, halo=halo)
+    matrix = _as_matrix(cooccurrence)
+    pad = params.halo_px
+    if pad < kernel_radius(sigma, truncate):
+        logger.warning(
+            "halo %d px is smaller than the blur radius %d px: priors of adjacent tiles will "
+            "not match along their edges",
+            pad,
+            kernel_radius(sigma, truncate),
+        )
+    index = read_nlcd_index(nlcd_path, tile_grid, halo=pad)
+    prior, valid = prior_from_index(index, matrix, params, crop=pad)
+    if not valid.any():
+        logger.warning("%s: no NLCD data on tile grid %s", nlcd_path, tile_grid.describe())
+    return prior, valid
