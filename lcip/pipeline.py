@@ -262,19 +262,6 @@ def train(cfg: DictConfig) -> Path:
     """
     L.seed_everything(cfg.seed, workers=True)
     scheme = scheme_of(cfg)
-    manifest = Manifest.read(prior_manifest_path(cfg))
-    val_splits = list(cfg.region.get("val_splits", ["val"]))
-    dm = TileDataModule(
-        manifest,
-        scheme,
-        image_layer=cfg.region.image_layer,
-        prior_layer=prior_layer(cfg.prior.name),
-        label_layer=cfg.region.label_layer,
-        train_splits=list(cfg.region.train_splits),
-        val_splits=val_splits,
-        seed=cfg.seed,
-        **cfg.data,
-    )
     loss_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}  # type: ignore[union-attr]
     task = ImplicitPosteriorTask(
         build_model(cfg, scheme),
@@ -282,6 +269,17 @@ def train(cfg: DictConfig) -> Path:
         loss=cfg.loss.name,
         loss_kwargs=loss_kwargs,
         **cfg.task,
+    )
+    dm = TileDataModule(
+        Manifest.read(prior_manifest_path(cfg)),
+        scheme,
+        image_layer=cfg.region.image_layer,
+        prior_layer=prior_layer(cfg.prior.name),
+        label_layer=cfg.region.label_layer,
+        train_splits=list(cfg.region.train_splits),
+        val_splits=list(cfg.region.val_splits),
+        seed=cfg.seed,
+        **cfg.data,
     )
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"

@@ -57,10 +57,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,42 +381,84 @@ def region_layout(cfg: RegionConfig) -> RegionLayout:
 # --------------------------------------------------------------------------------------------
 
 
-def _interp_axis(z: F32, f: int, n: int, axis: int) -> F32:
-    """Linear interpolation of ``z`` along ``axis`` to ``n`` samples (cell i at (i - 0.5) * f).
+def _interp_axis(z: F32, f: int, start: int, stop: int, axis: int) -> F32:
+    """Samples ``start:stop`` of the linear interpolation of ``z`` along ``axis``.
 
-    Output sample p lies at coarse position (p + 0.5) / f + 0.5; samples with the same phase
-    p mod f share their weights, so each phase is one strided slice operation.
+    Coarse cell i is centred at fine coordinate (i - 0.5) * f, so fine sample p lies at coarse
+    position (p + 0.5) / f + 0.5. Samples with the same phase p mod f share their weights,
+    so each phase is one strided slice operation.
     """
     zt = np.moveaxis(z, axis, 0)
+    n = stop - start
     out = np.empty((n, *zt.shape[1:]), np.float32)
-    for j in range(min(f, n)):
+    for j in range(f):
+        p0 = start + (j - start) % f
+        if p0 >= stop:
+            continue
+        m = len(range(p0, stop, f))
         pos = (j + 0.5) / f + 0.5
-        k = int(math.floor(pos))
-        t = np.float32(pos - k)
-        m = len(range(j, n, f))
-        out[j::f] = zt[k : k + m] * (1 - t) + zt[k + 1 : k + 1 + m] * t
+        k = (p0 - j) // f + math.floor(pos)
+        t = np.float32(pos - math.floor(pos))
+        dst = out[p0 - start :: f]
+        if t == 0:
+            dst[...] = zt[k : k + m]
+        else:
+            np.multiply(zt[k : k + m], 1 - t, out=dst)
+            dst += zt[k + 1 : k + 1 + m] * t
     return np.moveaxis(out, 0, axis)
 
 
-def _upsample(z: F32, f: int, shape: tuple[int, int]) -> F32:
-    """Bilinear upsampling of a coarse field (cell i centred at pixel (i - 0.5) * f)."""
-    if f == 1:
-        return np.ascontiguousarray(z[1 : 1 + shape[0], 1 : 1 + shape[1]])
-    # columns first, on the small coarse array, then rows (contiguous slices)
-    a = np.ascontiguousarray(_interp_axis(z, f, shape[1], 1))
-    return _interp_axis(a, f, shape[0], 0)
+@dataclass(frozen=True)
+class _Coarse:
+    """A smooth field stored on a coarse grid (factor ``f``), upsampled bilinearly on demand."""
+
+    z: F32
+    f: int
+
+    def window(self, rows: slice, cols: slice) -> F32:
+        """The upsampled field on fine rows ``rows`` and columns ``cols``."""
+        # columns first, on the small coarse array, then rows (contiguous slices)
+        r0 = rows.start // self.f
+        r1 = min(self.z.shape[0], (rows.stop - 1) // self.f + 3)
+        a = np.ascontiguousarray(_interp_axis(self.z[r0:r1], self.f, cols.start, cols.stop, 1))
+        return _interp_axis(a, self.f, rows.start - r0 * self.f, rows.stop - r0 * self.f, 0)
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> F32:
-    """Gaussian-smoothed white noise with unit standard deviation.
+def _coarse_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> _Coarse:
+    """Gaussian-smoothed white noise (unit standard deviation) on a coarse grid.
 
-    Fields with ``sigma`` > 2.5 px are smoothed on a coarser grid and bilinearly upsampled.
+    The grid is coarse enough that ``sigma`` spans about 1.5 coarse cells.
     """
-    f = max(1, int(sigma / 1.5)) if sigma > 2.5 else 1
+    f = max(1, int(sigma / 1.5))
     z = rng.standard_normal((shape[0] // f + 3, shape[1] // f + 3), dtype=np.float32)
     z = ndimage.gaussian_filter(z, sigma / f, mode="wrap", truncate=3.0)
     z /= max(float(z.std()), 1e-6)
-    return _upsample(z, f, shape)
+    return _Coarse(z, f)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> F32:
+    """Gaussian-smoothed white noise with unit standard deviation on a grid of ``shape``.
+
+    Fields with ``sigma`` > 2.5 px are smoothed on a coarser grid and bilinearly upsampled.
+    """
+    if sigma > 2.5:
+        return _coarse_noise(rng, shape, sigma).window(slice(0, shape[0]), slice(0, shape[1]))
+    z = rng.standard_normal(shape, dtype=np.float32)
+    return _gauss_unit(z, sigma)
+
+
+def _gauss_unit(white: F32, sigma: float) -> F32:
+    """Gaussian filter of white noise, scaled to unit standard deviation.
+
+    The scale comes from the kernel (not the data), so that windows of one noise field are
+    filtered identically.
+    """
+    radius = int(3.0 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = ndimage.gaussian_filter(white, sigma, mode="reflect", truncate=3.0)
+    out *= np.float32(1.0 / float((k**2).sum()))
+    return out
 
 
 def _smooth1d(rng: np.random.Generator, n: int, sigma: float) -> F64:
@@ -428,20 +470,6 @@ def _smooth1d(rng: np.random.Generator, n: int, sigma: float) -> F64:
 # --------------------------------------------------------------------------------------------
 # Geometry helpers (canvas pixel coordinates: x = column, y = row, 1 unit = 1 m)
 # --------------------------------------------------------------------------------------------
-
-
-def _burn(
-    shape: tuple[int, int], geoms: Sequence[BaseGeometry], values: Iterable[int] | None = None
-) -> I32:
-    """Rasterize geometries (canvas pixel coordinates) with integer values; later ones win."""
-    vals = list(values) if values is not None else [1] * len(geoms)
-    pairs = [
-        (g, int(v)) for g, v in zip(geoms, vals, strict=True) if g is not None and not g.is_empty
-    ]
-    if not pairs:
-        return np.zeros(shape, np.int32)
-    out = rasterize(pairs, out_shape=shape, fill=0, dtype="int32")
-    return np.asarray(out, dtype=np.int32)
 
 
 def _curvy_path(
@@ -475,7 +503,7 @@ def _parts(geom: BaseGeometry) -> list[Any]:
     if geom.is_empty:
         return []
     if isinstance(geom, (MultiLineString, MultiPolygon)) or geom.geom_type == "GeometryCollection":
-        return [p for g in geom.geoms for p in _parts(g)]  # type: ignore[attr-defined]
+        return [p for g in geom.geoms for p in _parts(g)]
     return [geom]
 
 
@@ -529,6 +557,158 @@ def _greedy_disjoint(
             keep[k] = True
             blocked[j[starts[k] : starts[k + 1]]] = True
     return keep
+
+
+Win = tuple[slice, slice]
+
+
+class _NoiseBank:
+    """Smooth noise fields of the canvas, made once per scale and reused.
+
+    Variant k of a field is the field flipped (k % 4: none, up-down, left-right, both) and, for
+    k >= 4, negated: cheap, effectively independent patterns for unrelated features.
+    """
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int]) -> None:
+        self.rng, self.shape = rng, shape
+        self.fields: dict[float, F32] = {}
+
+    def get(self, sigma: float, variant: int = 0, win: Win | None = None) -> F32:
+        if sigma not in self.fields:
+            self.fields[sigma] = _smooth_noise(self.rng, self.shape, sigma)
+        z = self.fields[sigma]
+        flips = (z, z[::-1], z[:, ::-1], z[::-1, ::-1])
+        v = flips[variant % 4]
+        return v if win is None else v[win]
+
+    def above(self, sigma: float, variant: int, t: float, win: Win | None = None) -> Bool:
+        z = self.get(sigma, variant, win)
+        return z > np.float32(t) if variant < 4 else z < np.float32(-t)
+
+
+def _sub(mask: Bool, mask_win: Win, win: Win) -> Bool:
+    """The part of ``mask`` (given on ``mask_win``) inside ``win``; False outside it."""
+    out = np.zeros((win[0].stop - win[0].start, win[1].stop - win[1].start), bool)
+    r0, r1 = max(win[0].start, mask_win[0].start), min(win[0].stop, mask_win[0].stop)
+    c0, c1 = max(win[1].start, mask_win[1].start), min(win[1].stop, mask_win[1].stop)
+    if r0 < r1 and c0 < c1:
+        out[r0 - win[0].start : r1 - win[0].start, c0 - win[1].start : c1 - win[1].start] = mask[
+            r0 - mask_win[0].start : r1 - mask_win[0].start,
+            c0 - mask_win[1].start : c1 - mask_win[1].start,
+        ]
+    return out
+
+
+class _Painter:
+    """The canvas truth (``lc``) and object ids (``obj``), painted with rasterized shapes.
+
+    Shapes are rasterized within their joint bounding window only, which keeps painting many
+    small objects cheap on a large canvas.
+    """
+
+    def __init__(self, shape: tuple[int, int], code: int, obj: I32) -> None:
+        self.shape = shape
+        self.lc = np.full(shape, code, np.uint8)
+        self.obj = obj.astype(np.int32, copy=False)
+
+    def window(self, bounds: Sequence[float]) -> Win | None:
+        minx, miny, maxx, maxy = (float(b) for b in bounds)
+        if not all(math.isfinite(b) for b in (minx, miny, maxx, maxy)):
+            return None
+        c0, r0 = max(0, math.floor(minx)), max(0, math.floor(miny))
+        c1, r1 = min(self.shape[1], math.ceil(maxx)), min(self.shape[0], math.ceil(maxy))
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def rasterize(
+        self, geoms: Sequence[BaseGeometry], values: Iterable[int]
+    ) -> tuple[Win | None, I32]:
+        """Rasterize shapes with values (later ones win) on their bounding window."""
+        pairs = [
+            (g, int(v))
+            for g, v in zip(geoms, values, strict=True)
+            if g is not None and not g.is_empty
+        ]
+        if not pairs:
+            return None, np.zeros((0, 0), np.int32)
+        win = self.window(shapely.total_bounds(np.asarray([g for g, _ in pairs], dtype=object)))
+        if win is None:
+            return None, np.zeros((0, 0), np.int32)
+        out = rasterize(
+            pairs,
+            out_shape=(win[0].stop - win[0].start, win[1].stop - win[1].start),
+            transform=Affine.translation(win[1].start, win[0].start),
+            fill=0,
+            dtype="int32",
+        )
+        return win, np.asarray(out, np.int32)
+
+    def burn(
+        self,
+        geoms: Sequence[BaseGeometry],
+        ids: npt.ArrayLike,
+        code: int,
+        allowed: Sequence[int] | None = None,
+        where: Callable[[Win], Bool] | None = None,
+    ) -> None:
+        """Paint shapes: class ``code`` and object ``ids[i]`` inside shape i.
+
+        Args:
+            geoms: shapes (canvas pixel coordinates).
+            ids: object id of each shape.
+            code: lc code to paint.
+            allowed: only repaint pixels whose current code is one of these.
+            where: extra condition, a function of the window giving a mask.
+        """
+        win, idx = self.rasterize(geoms, range(1, len(geoms) + 1))
+        if win is None:
+            return
+        sel = idx > 0
+        lcw, objw = self.lc[win], self.obj[win]
+        if allowed is not None:
+            ok = np.zeros_like(sel)
+            for a in allowed:
+                ok |= lcw == a
+            sel &= ok
+        if where is not None:
+            sel &= where(win)
+        lcw[sel] = code
+        objw[sel] = np.asarray(ids, np.int64)[idx[sel] - 1]
+
+
+def _field_ids(rng: np.random.Generator, shape: tuple[int, int], angle: float) -> tuple[I32, int]:
+    """A patchwork of rectangular fields: columns of random widths, each cut into rows.
+
+    Returns:
+        field id per pixel and the number of field ids.
+    """
+    f_angle = angle + float(rng.normal(0, 0.2))
+    ca, sa = np.float32(math.cos(f_angle)), np.float32(math.sin(f_angle))
+    h, w = shape
+    yy = (np.arange(h, dtype=np.float32) + np.float32(0.5))[:, None]
+    xx = (np.arange(w, dtype=np.float32) + np.float32(0.5))[None, :]
+    cx = np.array([0, w, 0, w], np.float64)
+    cy = np.array([0, 0, h, h], np.float64)
+    x_min = float((cx * ca + cy * sa).min()) - 2
+    x_ext = float((cx * ca + cy * sa).max()) - x_min + 4
+    y_min = float((-cx * sa + cy * ca).min()) - 2
+    y_ext = float((-cx * sa + cy * ca).max()) - y_min + 4
+    edges = np.concatenate([[0.0], np.cumsum(rng.uniform(110, 280, int(x_ext / 110) + 2))])
+    n_cols = edges.size
+    col_of = (np.searchsorted(edges, np.arange(int(x_ext) + 2) + 0.5, side="right") - 1).astype(
+        np.int32
+    )
+    col = col_of[(xx * ca + yy * sa - np.float32(x_min)).astype(np.int32)]
+    row_h = rng.uniform(80, 250, n_cols).astype(np.float32)
+    row_off = rng.uniform(0, 250, n_cols).astype(np.float32)
+    n_rows = int(y_ext / 80) + 5
+    yr = yy * ca - xx * sa
+    yr += row_off[col] - np.float32(y_min)
+    yr /= row_h[col]
+    fid = col * np.int32(n_rows)
+    fid += yr.astype(np.int32)
+    return fid, n_cols * n_rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,11 +772,12 @@ class _Stopwatch:
 
     def __init__(self) -> None:
         self.t = time.perf_counter()
+        self.cpu = time.process_time()
 
     def __call__(self, stage: str) -> None:
-        now = time.perf_counter()
-        log.debug("synthetic: %-12s %.2f s", stage, now - self.t)
-        self.t = now
+        now, cpu = time.perf_counter(), time.process_time()
+        log.debug("synthetic: %-12s %.2f s (cpu %.2f s)", stage, now - self.t, cpu - self.cpu)
+        self.t, self.cpu = now, cpu
 
 
 class _Objects:
@@ -631,7 +812,7 @@ class _Objects:
 def _jitter_colors(
     rng: np.random.Generator, base: npt.ArrayLike, n: int, bright: float, band: float, nir: float
 ) -> F64:
-    """n colours around ``base`` ((4,) or (n, 4)): a brightness factor plus per-band jitter."""
+    """N colours around ``base`` ((4,) or (n, 4)): a brightness factor plus per-band jitter."""
     b = np.broadcast_to(np.asarray(base, np.float64), (n, 4)) * rng.normal(1.0, bright, (n, 1))
     b[:, :3] += rng.normal(0, band, (n, 3))
     b[:, 3] += rng.normal(0, nir, n)
@@ -671,7 +852,7 @@ class _Town:
         ys = (np.arange(shape[0] // f + 3) - 0.5) * f
         xs = (np.arange(shape[1] // f + 3) - 0.5) * f
         u = self.u_at(xs[None, :], ys[:, None]).astype(np.float32)
-        return _upsample(u, f, shape)
+        return _Coarse(u, f).window(slice(0, shape[0]), slice(0, shape[1]))
 
 
 def _main_roads(
@@ -810,13 +991,15 @@ def _frontage(rng: np.random.Generator, ways: Sequence[Way], town: _Town) -> dic
     cols: dict[str, list[F64]] = {
         k: [] for k in ("cx", "cy", "w", "d", "angle", "height", "kind", "zone")
     }
-    #            lot lo/hi     w lo/hi      d lo/hi     setback     height       p
-    zones = (
-        ((60, 160), (10, 18), (8, 14), (12, 35), (5, 8), 0.18),
-        ((17, 26), (9, 14), (8, 12), (6, 12), (5, 9), 0.85),
-        ((20, 32), (12, 24), (10, 22), (2, 8), (7, 16), 0.9),
-        ((28, 50), (20, 45), (18, 40), (0.5, 3), (12, 40), 0.95),
+    # per zone (rural, suburban, urban, core): ranges of lot width, building width along the
+    # road, depth, setback and height (m), and the probability that a lot is built on
+    z_lo = np.array(
+        [[60, 10, 8, 12, 5], [17, 9, 8, 6, 5], [20, 12, 10, 2, 7], [28, 20, 18, 0.5, 12]]
     )
+    z_hi = np.array(
+        [[160, 18, 14, 35, 8], [26, 14, 12, 12, 9], [32, 24, 22, 8, 16], [50, 45, 40, 3, 40]]
+    )
+    z_p = np.array([0.18, 0.85, 0.9, 0.95])
     for way in ways:
         line = LineString(way.coords)
         length = line.length
@@ -835,7 +1018,7 @@ def _frontage(rng: np.random.Generator, ways: Sequence[Way], town: _Town) -> dic
             dist = rng.uniform(0, 10)
             while dist < length:
                 z = int(zone_of[min(int(dist / 5.0), len(zone_of) - 1)])
-                lot = rng.uniform(*zones[z][0])
+                lot = rng.uniform(z_lo[z, 0], z_hi[z, 0])
                 if dist + lot / 2 < length:
                     pos.append(dist + lot / 2)
                     zl.append(z)
@@ -844,7 +1027,7 @@ def _frontage(rng: np.random.Generator, ways: Sequence[Way], town: _Town) -> dic
                 continue
             p = np.asarray(pos)
             zone = np.asarray(zl)
-            keep = rng.random(len(p)) < np.array([zz[5] for zz in zones])[zone]
+            keep = rng.random(len(p)) < z_p[zone]
             p, zone = p[keep], zone[keep]
             if not len(p):
                 continue
@@ -857,12 +1040,7 @@ def _frontage(rng: np.random.Generator, ways: Sequence[Way], town: _Town) -> dic
             tx, ty = tx / norm, ty / norm
             nx, ny = -ty * side, tx * side
             m = len(p)
-            lo = lambda i: np.array([zones[z][i][0] for z in zone])  # noqa: E731
-            hi = lambda i: np.array([zones[z][i][1] for z in zone])  # noqa: E731
-            w = rng.uniform(lo(1), hi(1))
-            d = rng.uniform(lo(2), hi(2))
-            setback = rng.uniform(lo(3), hi(3))
-            height = rng.uniform(lo(4), hi(4))
+            w, d, setback, height = (rng.uniform(z_lo[zone, i], z_hi[zone, i]) for i in range(1, 5))
             kind = np.zeros(m)
             parking = ((zone == 2) & (rng.random(m) < 0.25)) | (
                 (zone == 3) & (rng.random(m) < 0.12)
@@ -989,28 +1167,8 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     tick("ponds")
 
     # ---- land: fields, forest, hedgerows, barren ---------------------------------------
-    f_angle = town.angle + r_land.normal(0, 0.2)
-    ca, sa = math.cos(f_angle), math.sin(f_angle)
-    yy = np.arange(ch, dtype=np.float32)[:, None] + 0.5
-    xx = np.arange(cw, dtype=np.float32)[None, :] + 0.5
-    xr = xx * np.float32(ca) + yy * np.float32(sa)
-    yr = -xx * np.float32(sa) + yy * np.float32(ca)
-    x_min = float(xr.min()) - 1
-    extent = float(xr.max()) - x_min + 2
-    edges = np.concatenate([[0.0], np.cumsum(r_land.uniform(110, 280, int(extent / 110) + 2))])
-    n_cols = edges.size
-    col_of = np.searchsorted(edges, np.arange(int(extent) + 2) + 0.5, side="right") - 1
-    col = col_of[(xr - x_min).astype(np.intp)]
-    y_ext = float(yr.max()) - float(yr.min()) + 2
-    row_h = r_land.uniform(80, 250, n_cols)
-    row_off = r_land.uniform(0, 250, n_cols)
-    n_rows = int(y_ext / 80) + 4
-    row = np.floor(
-        (yr - float(yr.min()) + row_off[col].astype(np.float32)) / row_h[col].astype(np.float32)
-    )
-    fid = (col * n_rows + row.astype(np.intp)).astype(np.int32)
-    del xr, yr, row, col
-    n_fields = n_cols * n_rows
+    noise = _NoiseBank(r_land, shape)
+    fid, n_fields = _field_ids(r_land, shape, town.angle)
     ftype = r_land.choice(len(_FIELD_TYPES), n_fields, p=_FIELD_P)
     field_base = np.array(
         [[95, 116, 82, 160], [84, 112, 70, 185], [112, 118, 88, 150], [88, 96, 72, 135]], float
@@ -1019,44 +1177,45 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     dry = r_col.random(n_fields) < 0.15  # dry / harvested fields: brownish, low NIR
     fcol[dry] = _jitter_colors(r_col, [135, 125, 100, 125], int(dry.sum()), 0.07, 5, 10)
     field_ids = objs.add(fcol, 0.0, np.asarray(ftype) + 3)
-    lc = np.full(shape, LOWVEG, np.uint8)
-    obj = (field_ids[0] + fid).astype(np.int32)
+    paint = _Painter(shape, LOWVEG, fid + np.int32(field_ids[0]))
+    lc, obj = paint.lc, paint.obj
 
-    forest_f = _smooth_noise(r_land, shape, 40)
-    forest_f += 0.45 * _smooth_noise(r_land, shape, 8)
-    forest_f += 0.25 * _smooth_noise(r_land, shape, 2.5)
-    forest_f /= float(forest_f.std())
-    forest = forest_f > 0.45 + 2.2 * u
+    forest_f = noise.get(40, 0) + np.float32(0.45) * noise.get(6, 0)
+    forest_f += np.float32(0.25) * noise.get(3, 0)
+    forest = forest_f > np.float32(0.45 * 1.13) + np.float32(2.2 * 1.13) * u
     del forest_f
     labels, n_lab = ndimage.label(forest)
-    ptype = r_land.choice(3, n_lab + 1, p=_FOREST_P)
+    ptype = r_land.choice(3, n_lab + 1, p=_FOREST_P).astype(np.int32)
     fbase = np.array([[60, 82, 64, 150], [45, 64, 54, 105], [54, 74, 60, 128]], float)
     forest_ids = objs.add(fbase, [16.0, 18.0, 17.0], [0, 1, 2])
+    lut = (ptype + np.int32(forest_ids[0])).astype(np.int32)
     lc[forest] = TREE
-    obj[forest] = forest_ids[ptype[labels[forest]]]
-    del labels
+    obj[forest] = lut[labels[forest]]
+    del labels, forest
     tick("forest")
 
     # hedgerows along some field boundaries in the countryside
-    bnd = np.zeros(shape, bool)
-    bnd[1:] |= fid[1:] != fid[:-1]
-    bnd[:, 1:] |= fid[:, 1:] != fid[:, :-1]
     hedge_flag = r_land.random(n_fields) < 0.35
-    bnd &= hedge_flag[fid] & (u < 0.15)
+    bnd = np.zeros(shape, bool)
+    np.not_equal(fid[1:], fid[:-1], out=bnd[1:])
+    bnd[:, 1:] |= fid[:, 1:] != fid[:, :-1]
+    yy, xx = np.nonzero(bnd)
+    drop = ~hedge_flag[fid[yy, xx]] | (u[yy, xx] >= 0.15)
+    bnd[yy[drop], xx[drop]] = False
+    del yy, xx, drop
     bnd = ndimage.maximum_filter(bnd.view(np.uint8), size=4).view(bool)
-    bnd &= _smooth_noise(r_land, shape, 3) > -0.5
+    bnd &= noise.above(3, 1, -0.5)
+    bnd &= lc == LOWVEG
     hedge_id = objs.add(fbase[0] * [1.05, 1.05, 1.05, 1.0], 9.0, 0)[0]
-    sel = bnd & (lc == LOWVEG)
-    lc[sel], obj[sel] = TREE, hedge_id
+    lc[bnd], obj[bnd] = TREE, hedge_id
+    del bnd
     tick("hedges")
 
     # bare patches in crop fields, construction sites, a dirt lot or two
-    barren_ids = objs.add(
-        _jitter_colors(r_col, [140, 122, 98, 118], 1, 0.0, 0, 0).tolist()
-        + [[188, 178, 152, 160], [168, 158, 142, 148]]
-    )
-    bare = (_smooth_noise(r_land, shape, 5) > 2.0) & (ftype[fid] == 1) & (lc == LOWVEG)
-    lc[bare], obj[bare] = BARREN, barren_ids[0]
+    barren_ids = objs.add([[128, 116, 96, 112], [188, 178, 152, 160], [168, 158, 142, 148]])
+    yy, xx = np.nonzero(noise.above(6, 1, 2.0))
+    ok = (ftype[fid[yy, xx] % n_fields] == 1) & (lc[yy, xx] == LOWVEG) & (u[yy, xx] < 0.15)
+    lc[yy[ok], xx[ok]], obj[yy[ok], xx[ok]] = BARREN, barren_ids[0]
     sites: list[Polygon] = []
     for _ in range(200):
         if len(sites) >= 1 + int(area_km2 * 0.6):
@@ -1080,30 +1239,21 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
             sites.append(_blob(r_land, float(px), float(py), float(r_land.uniform(20, 40)), 0.2))
     site_col = _jitter_colors(r_col, [152, 136, 112, 122], len(sites), 0.08, 6, 10)
     site_ids = objs.add(site_col) if sites else np.zeros(0, np.int64)
-    burnt = _burn(shape, sites, range(1, len(sites) + 1))
-    sel = (burnt > 0) & (_smooth_noise(r_land, shape, 3) > -1.2)
-    lc[sel], obj[sel] = BARREN, site_ids[burnt[sel] - 1]
+    paint.burn(sites, site_ids, BARREN, where=lambda w: noise.above(3, 2, -1.2)[w])
 
     # paved town core (plazas, parking), with small green islands
     paved_id = objs.add([[120, 120, 117, 102]])[0]
-    core = (u + 0.05 * _smooth_noise(r_land, shape, 15) > 0.88) & (
-        _smooth_noise(r_land, shape, 4) > -1.6
-    )
-    lc[core], obj[core] = IMPERVIOUS, paved_id
+    cw_ = paint.window(town.polygon(0.35).bounds)
+    if cw_ is not None:
+        core = (u[cw_] + np.float32(0.05) * noise.get(15, 0)[cw_] > 0.88) & noise.above(3, 3, -1.6)[
+            cw_
+        ]
+        lc[cw_][core], obj[cw_][core] = IMPERVIOUS, paved_id
     tick("barren")
 
     # ---- water ------------------------------------------------------------------------
-    riparian = _burn(shape, [river_poly.buffer(30)]) > 0
-    riparian &= (u < 0.35) & (_smooth_noise(r_land, shape, 6) > -0.3) & (lc == LOWVEG)
     rip_id = objs.add([[58, 84, 62, 140]], 13.0, 0)[0]
-    lc[riparian], obj[riparian] = TREE, rip_id
-    marsh = _burn(shape, marshes) > 0
     marsh_veg = objs.add([[80, 100, 70, 125], [55, 76, 60, 120]], [0.0, 8.0], [5, 0])
-    mwood = _smooth_noise(r_land, shape, 6) > 0.5
-    lc[marsh & ~mwood], obj[marsh & ~mwood] = LOWVEG, marsh_veg[0]
-    lc[marsh & mwood], obj[marsh & mwood] = TREE, marsh_veg[1]
-    pools = marsh & (_smooth_noise(r_land, shape, 4) > 0.8)
-    water_col = np.array([[44, 62, 66, 24]], float)
     pond_col = np.stack(
         [
             r_col.uniform(35, 70, len(ponds)),
@@ -1113,13 +1263,33 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
         ],
         1,
     )
-    water_ids = objs.add(np.concatenate([water_col, [[48, 62, 52, 34]], pond_col]))
-    river_mask = _burn(shape, [river_poly]) > 0
-    lc[river_mask], obj[river_mask] = WATER, water_ids[0]
-    lc[pools], obj[pools] = WATER, water_ids[1]
-    pond_burn = _burn(shape, ponds, range(1, len(ponds) + 1))
-    sel = pond_burn > 0
-    lc[sel], obj[sel] = WATER, water_ids[2:][pond_burn[sel] - 1]
+    water_ids = objs.add(np.concatenate([[[44, 62, 66, 24], [48, 62, 52, 34]], pond_col]))
+    # one raster: 1 riparian band, 2 river + 3 m, 3 river
+    rwin, rzone = paint.rasterize(
+        [river_poly.buffer(30, quad_segs=2), river_poly.buffer(3, quad_segs=2), river_poly],
+        [1, 2, 3],
+    )
+    if rwin is not None:
+        lcw, objw = lc[rwin], obj[rwin]
+        rip = (rzone > 0) & (u[rwin] < 0.35) & noise.above(6, 2, -0.3)[rwin] & (lcw == LOWVEG)
+        lcw[rip], objw[rip] = TREE, rip_id
+    for m in marshes:
+        win, burnt = paint.rasterize([m], [1])
+        if win is None:
+            continue
+        mask = burnt > 0
+        wood = mask & noise.above(6, 3, 0.5)[win]
+        lcw, objw = lc[win], obj[win]
+        lcw[mask], objw[mask] = LOWVEG, marsh_veg[0]
+        lcw[wood], objw[wood] = TREE, marsh_veg[1]
+        pools = mask & noise.above(3, 4, 0.8)[win]
+        lcw[pools], objw[pools] = WATER, water_ids[1]
+    wet_src = lc == WATER  # marsh pools so far
+    if rwin is not None:
+        river_mask = rzone == 3
+        lc[rwin][river_mask], obj[rwin][river_mask] = WATER, water_ids[0]
+        wet_src[rwin] |= river_mask
+    paint.burn(ponds, water_ids[2:], WATER)
     # sand bars on the inside of bends
     bars: list[Polygon] = []
     rural = (town.u_at(rx, ry) < 0.3) & shapely.contains_xy(canvas_box, rx, ry)
@@ -1143,8 +1313,14 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
                 float(bx), float(by), float(r_water.uniform(18, 40)), float(across), float(rh[k])
             )
         )
-    sand = (_burn(shape, bars) > 0) & (_burn(shape, [river_poly.buffer(3)]) > 0)
-    lc[sand], obj[sand] = BARREN, barren_ids[1]
+    if rwin is not None:
+        near_river = rzone >= 2
+        paint.burn(
+            bars,
+            np.full(len(bars), barren_ids[1]),
+            BARREN,
+            where=lambda w: _sub(near_river, rwin, w),
+        )
     tick("water")
 
     # ---- roads ------------------------------------------------------------------------
@@ -1157,9 +1333,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     )
     rcol *= r_col.normal(1.0, 0.09, (len(roads), 1))
     road_ids = objs.add(rcol)
-    rb = _burn(shape, road_polys, range(1, len(roads) + 1))
-    sel = rb > 0
-    lc[sel], obj[sel] = ROAD, road_ids[rb[sel] - 1]
+    paint.burn(road_polys, road_ids, ROAD)
     tick("roadpaint")
 
     # ---- buildings and parking lots ----------------------------------------------------
@@ -1179,14 +1353,8 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     is_lot = keep & (fr["kind"] == 2)
     is_bld = keep & (fr["kind"] != 2)
     lots = list(rects[is_lot])
-    lot_ids = (
-        objs.add(_jitter_colors(r_col, [112, 112, 110, 96], len(lots), 0.12, 3, 6))
-        if lots
-        else np.zeros(0, np.int64)
-    )
-    lb = _burn(shape, lots, range(1, len(lots) + 1))
-    sel = lb > 0
-    lc[sel], obj[sel] = IMPERVIOUS, lot_ids[lb[sel] - 1]
+    lot_ids = objs.add(_jitter_colors(r_col, [112, 112, 110, 96], len(lots), 0.12, 3, 6))
+    paint.burn(lots, lot_ids, IMPERVIOUS)
     buildings = list(rects[is_bld])
     b_height = fr["height"][is_bld]
     roofs = np.array(
@@ -1205,10 +1373,8 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     roof_p = np.array([0.22, 0.12, 0.22, 0.12, 0.12, 0.1, 0.05, 0.05])
     rk = r_col.choice(len(roofs), len(buildings), p=roof_p)
     bcol = _jitter_colors(r_col, roofs[rk], len(buildings), 0.08, 4, 6)
-    bld_ids = objs.add(bcol, b_height) if buildings else np.zeros(0, np.int64)
-    bb = _burn(shape, buildings, range(1, len(buildings) + 1))
-    sel = bb > 0
-    lc[sel], obj[sel] = IMPERVIOUS, bld_ids[bb[sel] - 1]
+    bld_ids = objs.add(bcol, b_height)
+    paint.burn(buildings, bld_ids, IMPERVIOUS)
     gable = (
         r_col.random(len(buildings))
         < np.array([0.7, 0.7, 0.3, 0.0])[fr["zone"][is_bld].astype(int)]
@@ -1217,7 +1383,6 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     tick("buildings")
 
     # ---- trees: street trees, yard trees, field trees ----------------------------------
-    t_pts: list[F64] = []
     t_street: list[F64] = []
     for way in grid:
         if r_tree.random() > 0.55:
@@ -1253,35 +1418,34 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     px, py = px[ok], py[ok]
     ok = lc[py.astype(int), px.astype(int)] == LOWVEG
     px, py = px[ok], py[ok]
-    t_pts.append(
-        np.stack([px, py, r_tree.uniform(2.0, 5.0, px.size), r_tree.uniform(6, 15, px.size)], 1)
+    t_yard = np.stack(
+        [px, py, r_tree.uniform(2.0, 5.0, px.size), r_tree.uniform(6, 15, px.size)], 1
     )
-    tree_layers = []
+    n_trees = 0
+    b_tree = shapely.STRtree(np.asarray(buildings, dtype=object)) if buildings else None
     for arr, allowed in (
-        (np.concatenate(t_pts), (LOWVEG,)),
+        (t_yard, (LOWVEG,)),
         (np.concatenate(t_street) if t_street else np.zeros((0, 4)), (LOWVEG, ROAD)),
     ):
         if arr.shape[0] == 0:
             continue
         disks = shapely.buffer(shapely.points(arr[:, 0], arr[:, 1]), arr[:, 2], quad_segs=3)
-        if buildings:
-            hit = shapely.STRtree(np.asarray(buildings, dtype=object)).query(
-                disks, predicate="intersects"
-            )[0]
+        if b_tree is not None:
             okd = np.ones(len(disks), bool)
-            okd[hit] = False
+            okd[b_tree.query(disks, predicate="intersects")[0]] = False
             disks, arr = disks[okd], arr[okd]
         tcol = _jitter_colors(r_col, [62, 86, 64, 152], arr.shape[0], 0.08, 4, 14)
         ids = objs.add(tcol, arr[:, 3], 0)
-        tb = _burn(shape, list(disks), range(1, len(disks) + 1))
-        sel = (tb > 0) & np.isin(lc, allowed)
-        lc[sel], obj[sel] = TREE, ids[tb[sel] - 1]
-        tree_layers.append(arr)
-
+        paint.burn(list(disks), ids, TREE, allowed=allowed)
+        n_trees += arr.shape[0]
     tick("trees")
+
     # ---- NLCD -------------------------------------------------------------------------
-    wet_src = river_mask | pools
-    nlcd_clean = _nlcd_from_truth(lc, obj, objs.tables()[2], u, wet_src)
+    hb, wb = layout.nlcd.shape
+    urban = town.u_at(
+        (np.arange(wb) + 0.5)[None, :] * _NLCD_BLOCK, (np.arange(hb) + 0.5)[:, None] * _NLCD_BLOCK
+    )
+    nlcd_clean = _nlcd_from_truth(lc, obj, objs.tables()[2], urban, wet_src)
     nlcd = _perturb_nlcd(r_nlcd, nlcd_clean, cfg.nlcd_error_rate)
     tick("nlcd")
 
@@ -1313,7 +1477,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
         "parking_lots": len(lots),
         "roads": len(roads),
         "ponds": len(ponds),
-        "trees": int(sum(a.shape[0] for a in tree_layers)),
+        "trees": n_trees,
     }
     return SyntheticRegion(
         config=cfg,
@@ -1335,22 +1499,29 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
 # --------------------------------------------------------------------------------------------
 
 
+def _block_index(shape: tuple[int, int], block: int) -> I32:
+    """Row-major index of the ``block`` x ``block`` block of every pixel."""
+    wb = shape[1] // block
+    rows = (np.arange(shape[0], dtype=np.int32) // block) * np.int32(wb)
+    cols = np.arange(shape[1], dtype=np.int32) // block
+    return rows[:, None] + cols[None, :]
+
+
 def block_fractions(lc: U8, block: int = _NLCD_BLOCK) -> F64:
     """Per-block class fractions of a label raster.
 
     Args:
-        lc: (H, W) Chesapeake codes, H and W multiples of ``block``.
+        lc: (H, W) Chesapeake codes 0..6, H and W multiples of ``block``.
         block: block size in pixels.
 
     Returns:
         (H // block, W // block, 7) fractions of codes 0..6 (over all pixels).
     """
     hb, wb = lc.shape[0] // block, lc.shape[1] // block
-    b = lc[: hb * block, : wb * block].reshape(hb, block, wb, block)
-    out = np.empty((hb, wb, 7))
-    for c in range(7):
-        out[..., c] = (b == c).sum(axis=(1, 3)) / float(block * block)
-    return out
+    lc = lc[: hb * block, : wb * block]
+    key = _block_index(lc.shape, block) * np.int32(7) + np.minimum(lc, 6)
+    counts = np.bincount(key.ravel(), minlength=hb * wb * 7)
+    return counts.reshape(hb, wb, 7) / float(block * block)
 
 
 def nlcd_rules(frac: F64, forest_code: U8, field_code: U8, urban: F64, wet_zone: Bool) -> U8:
@@ -1383,25 +1554,39 @@ def nlcd_rules(frac: F64, forest_code: U8, field_code: U8, urban: F64, wet_zone:
     ]
     wet_code = np.where(tree >= low, 90, 95)
     choices = [0, 11, 24, 23, 22, wet_code, 21, 31, forest_code]
-    return np.select(conds, choices, default=field_code).astype(np.uint8)
+    # the first condition that holds wins: apply them from last to first
+    codes = np.asarray(field_code, np.uint8)
+    for cond, choice in zip(conds[::-1], choices[::-1], strict=True):
+        codes = np.where(cond, choice, codes).astype(np.uint8)
+    return codes
 
 
-def _nlcd_from_truth(lc: U8, obj: I32, obj_veg: npt.NDArray[np.int8], u: F32, wet_src: Bool) -> U8:
-    """NLCD codes of the canvas's 30 m blocks."""
+def _nlcd_from_truth(
+    lc: U8, obj: I32, obj_veg: npt.NDArray[np.int8], urban: F64, wet_src: Bool
+) -> U8:
+    """NLCD codes of the canvas's 30 m blocks (``urban``: urban intensity per block)."""
     hb, wb = lc.shape[0] // _NLCD_BLOCK, lc.shape[1] // _NLCD_BLOCK
-    frac = block_fractions(lc)
-    # majority vegetation type per block
-    veg = obj_veg[obj]
-    rows = (np.arange(lc.shape[0]) // _NLCD_BLOCK)[:, None]
-    cols = (np.arange(lc.shape[1]) // _NLCD_BLOCK)[None, :]
-    blk = rows * wb + cols
-    sel = veg >= 0
-    counts = np.bincount(
-        (blk[sel] * len(_VEG_CODES) + veg[sel]).ravel(), minlength=hb * wb * len(_VEG_CODES)
-    ).reshape(hb, wb, len(_VEG_CODES))
-    forest_code = np.asarray(_VEG_CODES[:3], np.uint8)[counts[..., :3].argmax(-1)]
-    field_code = np.asarray(_VEG_CODES[3:], np.uint8)[counts[..., 3:].argmax(-1)]
-    urban = u.reshape(hb, _NLCD_BLOCK, wb, _NLCD_BLOCK).mean(axis=(1, 3)).astype(np.float64)
+    nv = len(_VEG_CODES)
+    counts = np.zeros((hb, wb, 7), np.int64)
+    veg_counts = np.zeros((hb, wb, nv + 1), np.int64)
+    step = 32  # block rows at a time, to bound the temporaries
+    for b0 in range(0, hb, step):
+        b1 = min(hb, b0 + step)
+        rows = slice(b0 * _NLCD_BLOCK, b1 * _NLCD_BLOCK)
+        blk = _block_index((rows.stop - rows.start, lc.shape[1]), _NLCD_BLOCK)
+        n = (b1 - b0) * wb
+        key = blk * np.int32(7) + lc[rows]
+        counts[b0:b1] = np.bincount(key.ravel(), minlength=n * 7).reshape(b1 - b0, wb, 7)
+        # vegetation type (forest / field code index) per pixel; others to a dummy last bin
+        veg = np.take(obj_veg, obj[rows], mode="clip").astype(np.int32)
+        veg[veg < 0] = nv
+        key = blk * np.int32(nv + 1) + veg
+        veg_counts[b0:b1] = np.bincount(key.ravel(), minlength=n * (nv + 1)).reshape(
+            b1 - b0, wb, nv + 1
+        )
+    frac = counts / float(_NLCD_BLOCK**2)
+    forest_code = np.asarray(_VEG_CODES[:3], np.uint8)[veg_counts[..., :3].argmax(-1)]
+    field_code = np.asarray(_VEG_CODES[3:], np.uint8)[veg_counts[..., 3:nv].argmax(-1)]
     wet_blocks = wet_src.reshape(hb, _NLCD_BLOCK, wb, _NLCD_BLOCK).any(axis=(1, 3))
     wet_zone = ndimage.binary_dilation(wet_blocks, iterations=2)
     return nlcd_rules(frac, forest_code, field_code, urban, wet_zone)
@@ -1426,34 +1611,32 @@ def _perturb_nlcd(rng: np.random.Generator, clean: U8, rate: float) -> U8:
 # --------------------------------------------------------------------------------------------
 
 
-def _shift(a: F32, dy: int, dx: int, fill: float) -> F32:
-    """out[y, x] = a[y - dy, x - dx] (``fill`` outside)."""
-    out = np.full_like(a, fill)
-    h, w = a.shape
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[yd, xd] = a[ys, xs]
-    return out
+def _cast_shadows(height: F32, azimuth_deg: float, elevation_deg: float) -> Bool:
+    """Cast-shadow mask of a height map (sun from ``azimuth``, degrees clockwise from north).
 
-
-def _cast_shadows(height: F32, azimuth_deg: float, elevation_deg: float) -> F32:
-    """Binary cast-shadow mask of a height map (sun from ``azimuth``, degrees from north)."""
+    A pixel is shadowed when a ray towards the sun passes below the top of a taller object.
+    """
     az = math.radians(azimuth_deg)
-    # shadows point away from the sun: sun direction (east, north) = (sin az, cos az)
-    vx, vy = -math.sin(az), math.cos(az)  # in pixel coords (x right, y down)
+    # shadows point away from the sun; pixel coordinates: x right (east), y down (south)
+    vx, vy = -math.sin(az), math.cos(az)
     slope = math.tan(math.radians(elevation_deg))
-    hmax = float(height.max()) if height.size else 0.0
-    reach = int(hmax / slope) + 1
-    best = np.full_like(height, -1.0)
+    h, w = height.shape
+    reach = int((float(height.max()) if height.size else 0.0) / slope) + 1
+    best = np.zeros_like(height)
     seen: set[tuple[int, int]] = set()
     for s in range(1, reach + 1):
         dx, dy = round(s * vx), round(s * vy)
-        if (dx, dy) in seen:
+        if (dx, dy) in seen or abs(dx) >= w or abs(dy) >= h:
             continue
         seen.add((dx, dy))
-        drop = math.hypot(dx, dy) * slope
-        np.maximum(best, _shift(height, dy, dx, 0.0) - np.float32(drop), out=best)
-    return (best > height + 0.5).astype(np.float32)
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        caster = height[ys, xs] - np.float32(math.hypot(dx, dy) * slope)
+        np.maximum(best[yd, xd], caster, out=best[yd, xd])
+    return best > height + np.float32(0.5)
+
+
+_STRIP = 512
 
 
 def _render(
@@ -1470,82 +1653,171 @@ def _render(
     b_info: F64,
     bld_ids: I64,
 ) -> U8:
-    """Render NAIP-like imagery (4, H, W) uint8 of the region from the canvas truth."""
+    """Render NAIP-like imagery (4, H, W) uint8 of the region from the canvas truth.
+
+    The region (plus a halo, for shadows cast from outside it) is rendered in strips of rows,
+    each with enough overlap that the strips join seamlessly, to keep memory use small.
+    """
     H, W = layout.region.shape
     ch, cw = layout.canvas.shape
     halo = min(40, layout.row_off, layout.col_off, ch - layout.row_off - H, cw - layout.col_off - W)
     r0, c0 = layout.row_off - halo, layout.col_off - halo
-    win = (slice(r0, r0 + H + 2 * halo), slice(c0, c0 + W + 2 * halo))
-    lc, obj, fid, u = lc_c[win], obj_c[win], fid_c[win], u_c[win]
-    shape = lc.shape
+    hw, ww = H + 2 * halo, W + 2 * halo
     colors, heights, _ = objs.tables()
     tex = np.float32(cfg.texture)
+    sun_az, sun_el = 135.0, 55.0
+    pad = int(float(heights.max()) * 1.15 / math.tan(math.radians(sun_el))) + 10
 
-    # class-dependent texture amplitudes: 0 nodata, water, tree, low veg, barren, imp, road
-    amp_lf = np.array([0, 0.05, 0.08, 0.09, 0.07, 0.04, 0.04], np.float32)[lc]
-    amp_hf = np.array([0, 0.02, 0.30, 0.05, 0.06, 0.03, 0.03], np.float32)[lc]
-    amp_nir = np.array([0, 0.05, 0.10, 0.10, 0.04, 0.02, 0.02], np.float32)[lc]
-    lf = _smooth_noise(rng, shape, 14)
-    hf = _smooth_noise(rng, shape, 1.3)
-    mult = 1 + tex * (amp_lf * lf + amp_hf * hf)
-    nir_mult = mult + tex * amp_nir * _smooth_noise(rng, shape, 6)
-    del amp_lf, amp_hf, amp_nir
+    # random fields of the whole window: smooth (lf), NIR-only (nf), haze, fine (white -> hf)
+    lf = _coarse_noise(rng, (hw, ww), 14)
+    nf = _coarse_noise(rng, (hw, ww), 6)
+    haze = _coarse_noise(rng, (hw, ww), 200)
+    white = rng.standard_normal((hw, ww), dtype=np.float32)
+    # crop rows / mowing stripes: direction, period and amplitude per field
+    n_f = field_ids.size
+    f_ang = rng.uniform(0, np.pi, n_f)
+    f_per = rng.uniform(4, 9, n_f)
+    f_amp = np.where(np.asarray(ftype) == 1, 0.06, 0.025) * (rng.random(n_f) < 0.7)
+    stripes = (
+        (2 * np.pi * np.cos(f_ang) / f_per).astype(np.float32),
+        (2 * np.pi * np.sin(f_ang) / f_per).astype(np.float32),
+        (tex * f_amp).astype(np.float32),
+    )
+    out = np.empty((4, H, W), np.uint8)
+    for s0 in range(0, H, _STRIP):
+        s1 = min(H, s0 + _STRIP)
+        a, b = max(0, s0 + halo - pad), min(hw, s1 + halo + pad)
+        rows, cols = slice(r0 + a, r0 + b), slice(c0, c0 + ww)
+        wrows, wcols = slice(a, b), slice(0, ww)
+        bands = _render_strip(
+            cfg,
+            (r0 + a, c0),
+            lc_c[rows, cols],
+            obj_c[rows, cols],
+            fid_c[rows, cols],
+            u_c[rows, cols],
+            colors,
+            heights,
+            (lf.window(wrows, wcols), nf.window(wrows, wcols), haze.window(wrows, wcols)),
+            _gauss_unit(white[a:b], 1.3),
+            stripes,
+            field_ids,
+            b_info,
+            bld_ids,
+            (sun_az, sun_el),
+        )
+        inner = (slice(s0 + halo - a, s1 + halo - a), slice(halo, halo + W))
+        for k in range(4):
+            band = ndimage.gaussian_filter(bands[k], 0.55, truncate=3.0)[inner]
+            band += rng.standard_normal(band.shape, dtype=np.float32) * np.float32(cfg.sensor_noise)
+            np.rint(band, out=band)
+            np.clip(band, 0, 255, out=band)
+            out[k, s0:s1] = band
+    return out
+
+
+def _render_strip(
+    cfg: RegionConfig,
+    origin: tuple[int, int],
+    lc: U8,
+    obj: I32,
+    fid: I32,
+    u: F32,
+    colors: F32,
+    heights: F32,
+    fields: tuple[F32, F32, F32],
+    hf: F32,
+    stripes: tuple[F32, F32, F32],
+    field_ids: I64,
+    b_info: F64,
+    bld_ids: I64,
+    sun: tuple[float, float],
+) -> F32:
+    """Render one strip (4, h, w) float32, before the sensor blur and noise."""
+    lf, nf, haze = fields
+    tex = np.float32(cfg.texture)
+    # within-object variation: smooth (lf), fine (hf, tree crowns) and NIR-only (vigour)
+    # amplitudes per class: 0 nodata, water, tree, low veg, barren, imp, road
+    amps = tex * np.array(
+        [
+            [0, 0.05, 0.08, 0.09, 0.07, 0.04, 0.04],
+            [0, 0.02, 0.30, 0.05, 0.06, 0.03, 0.03],
+            [0, 0.05, 0.10, 0.10, 0.04, 0.02, 0.02],
+        ],
+        np.float32,
+    )
+    lci = lc.astype(np.intp)
+    obji = obj.astype(np.intp)
+    mult = np.take(amps[0], lci, mode="clip")
+    mult *= lf
+    tmp = np.take(amps[1], lci, mode="clip")
+    tmp *= hf
+    mult += tmp
+    nir_mult = np.take(amps[2], lci, mode="clip")
+    nir_mult *= nf
+    nir_mult += mult
 
     # crop rows / mowing stripes in fields
-    is_field = (obj >= field_ids[0]) & (obj < field_ids[0] + field_ids.size) & (lc == LOWVEG)
+    ax, ay, amp = stripes
     n_f = field_ids.size
-    f_ang = rng.uniform(0, np.pi, n_f).astype(np.float32)
-    f_per = rng.uniform(4, 9, n_f).astype(np.float32)
-    f_amp = np.where(np.asarray(ftype) == 1, 0.06, 0.025).astype(np.float32) * (
-        rng.random(n_f) < 0.7
-    )
-    yy, xx = np.nonzero(is_field)
-    k = fid[yy, xx]
-    phase = (xx * np.cos(f_ang[k]) + yy * np.sin(f_ang[k])) / f_per[k]
-    mult[yy, xx] += tex * f_amp[k] * np.sin(2 * np.pi * phase).astype(np.float32)
-    del yy, xx, k, phase
+    fk = fid % np.int32(n_f)
+    xx = np.arange(origin[1], origin[1] + lc.shape[1], dtype=np.float32)[None, :]
+    yy = np.arange(origin[0], origin[0] + lc.shape[0], dtype=np.float32)[:, None]
+    tmp = ax[fk]
+    tmp *= xx
+    tmp += ay[fk] * yy
+    np.sin(tmp, out=tmp)
+    tmp *= amp[fk]
+    tmp *= (obj >= field_ids[0]) & (obj < field_ids[0] + n_f)
+    mult += tmp
+    del tmp, fk
 
     # gable roofs: one half brighter than the other
     if bld_ids.size:
-        is_b = (obj >= bld_ids[0]) & (obj <= bld_ids[-1])
-        yy, xx = np.nonzero(is_b)
-        k = obj[yy, xx] - bld_ids[0]
+        ys, xs = np.nonzero((obj >= bld_ids[0]) & (obj <= bld_ids[-1]))
+        k = obj[ys, xs] - bld_ids[0]
         bx, by, ba, bg = (b_info[k, i] for i in range(4))
-        side = np.sign(((xx + 0.5 + c0) - bx) * -np.sin(ba) + ((yy + 0.5 + r0) - by) * np.cos(ba))
-        mult[yy, xx] *= (1 + 0.1 * bg * side).astype(np.float32)
-        nir_mult[yy, xx] *= (1 + 0.1 * bg * side).astype(np.float32)
-        del yy, xx, k
+        gx, gy = xs + 0.5 + origin[1], ys + 0.5 + origin[0]
+        side = np.sign((gx - bx) * -np.sin(ba) + (gy - by) * np.cos(ba))
+        shade = (0.1 * bg * side).astype(np.float32)
+        mult[ys, xs] += shade
+        nir_mult[ys, xs] += shade
+
+    # cast shadows (tree heights vary with the crown texture)
+    hgt = np.take(heights, obji, mode="clip")
+    is_tree = lc == TREE
+    hgt[is_tree] *= 1 + np.float32(0.15) * hf[is_tree]
+    shadow = _cast_shadows(hgt, azimuth_deg=sun[0], elevation_deg=sun[1]).astype(np.float32)
+    shadow = ndimage.gaussian_filter(shadow, 0.7, truncate=3.0)
+    dark = 1 - np.float32(cfg.shadow_strength) * shadow
+    del hgt, shadow, is_tree
+    mult += 1
+    mult *= dark
+    nir_mult += 1
+    nir_mult *= dark
+    del dark
 
     # lawns in town are greener and brighter in NIR than farm fields
-    lawn = np.clip((u - 0.15) * 3, 0, 1) * (lc == LOWVEG)
+    lawn = np.clip((u - np.float32(0.15)) * np.float32(3), 0, 1) * (lc == LOWVEG)
     lawn_col = np.array([96, 122, 84, 178], np.float32)
-
-    # cast shadows
-    hgt = heights[obj]
-    hgt[lc == TREE] *= (1 + 0.15 * hf[lc == TREE]).astype(np.float32)
-    shadow = _cast_shadows(hgt, azimuth_deg=135.0, elevation_deg=55.0)
-    shadow = ndimage.gaussian_filter(shadow, 0.7)
-    dark = 1 - np.float32(cfg.shadow_strength) * shadow
-    del hgt, shadow
-
-    # water: brighter (shallow, mixed) near the shore
+    # water: brighter (shallow, mixed pixels) near the shore
     is_w = lc == WATER
-    shore = ndimage.gaussian_filter((~is_w).astype(np.float32), 2.5) * is_w
+    shore = ndimage.gaussian_filter((~is_w).astype(np.float32), 2.5, truncate=3.0)
+    shore *= is_w
 
-    haze = _smooth_noise(rng, shape, 200)
-    out = np.empty((4, H, W), np.uint8)
-    crop = (slice(halo, halo + H), slice(halo, halo + W))
+    bands = np.empty((4, *lc.shape), np.float32)
     for b in range(4):
-        band = colors[:, b][obj]
-        band += lawn * (lawn_col[b] - band)
+        band = bands[b]
+        np.take(np.ascontiguousarray(colors[:, b]), obji, out=band, mode="clip")
+        tmp = lawn_col[b] - band
+        tmp *= lawn
+        band += tmp
         band *= nir_mult if b == 3 else mult
-        band += shore * (np.float32(40.0) if b == 3 else np.float32(18.0))
-        band *= dark
-        band += np.float32((1.5, 2.0, 3.5, 1.0)[b]) * haze + np.float32((2, 3, 6, 0)[b])
-        band = ndimage.gaussian_filter(band, 0.55, truncate=3.0)[crop]
-        band += rng.standard_normal(band.shape, dtype=np.float32) * np.float32(cfg.sensor_noise)
-        out[b] = np.clip(np.rint(band), 0, 255).astype(np.uint8)
-    return out
+        tmp = shore * np.float32(40.0 if b == 3 else 18.0)
+        tmp += np.float32((1.5, 2.0, 3.5, 1.0)[b]) * haze
+        tmp += np.float32((2, 3, 6, 0)[b])
+        band += tmp
+    return bands
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 CRS_UTM = CRS.from_epsg(32618)
 
 
-def make_grid(size: int = 96, origin: tuple[float, float] = (400000.0, 4300000.0), width: int | None = None) -> Grid:
+def make_grid(
+    size: int = 96, origin: tuple[float, float] = (400000.0, 4300000.0), width: int | None = None
+) -> Grid:
     """A 1 m UTM grid with its top-left corner at ``origin``."""
     return Grid(CRS_UTM, Affine(1.0, 0, origin[0], 0, -1.0, origin[1]), size, width or size)
 
@@ -40,7 +42,9 @@ def write_fake_tile(
     coarse = rng.integers(1, 7, size=(h // 16 + 1, w // 16 + 1))
     lc = np.kron(coarse, np.ones((16, 16), dtype=np.int64))[:h, :w].astype(np.uint8)
     classes = CHESAPEAKE4.map_labels(lc)
-    means = np.array([[40, 60, 90, 20], [50, 90, 50, 160], [110, 150, 90, 190], [150, 140, 135, 110]])
+    means = np.array(
+        [[40, 60, 90, 20], [50, 90, 50, 160], [110, 150, 90, 190], [150, 140, 135, 110]]
+    )
     naip = means[np.minimum(classes, 3)].transpose(2, 0, 1) + rng.normal(0, 12, size=(4, h, w))
     naip = np.clip(naip, 0, 255).astype(np.uint8)
     prior = np.full((4, h, w), 0.1, dtype=np.float32)
@@ -63,6 +67,8 @@ def fake_region(tmp_path: Path) -> Manifest:
     tiles = []
     for i, split in enumerate(["train", "train", "val", "test"]):
         grid = make_grid(96, origin=(400000.0 + 96 * i, 4300000.0))
-        tiles.append(write_fake_tile(tmp_path, f"t{i}", grid, split, seed=i, nodata_rows=8 if i == 1 else 0))
+        tiles.append(
+            write_fake_tile(tmp_path, f"t{i}", grid, split, seed=i, nodata_rows=8 if i == 1 else 0)
+        )
     path = Manifest(tuple(tiles)).write(tmp_path / "manifest.csv")
     return Manifest.read(path)

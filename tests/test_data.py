@@ -71,7 +71,14 @@ def test_grid_sampler_covers_tiles() -> None:
 
 
 def test_datamodule_batches(fake_region: Manifest) -> None:
-    dm = TileDataModule(fake_region, "chesapeake4", prior_layer="prior", crop_size=32, batch_size=8, steps_per_epoch=3)
+    dm = TileDataModule(
+        fake_region,
+        "chesapeake4",
+        prior_layer="prior",
+        crop_size=32,
+        batch_size=8,
+        steps_per_epoch=3,
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 3 and batches[0]["image"].shape == (8, 4, 32, 32)

@@ -3,7 +3,14 @@ from pathlib import Path
 import numpy as np
 
 from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
-from lcip.evaluate import MapSpec, accuracy, confusion_matrix, evaluate_manifest, iou_per_class, mean_iou
+from lcip.evaluate import (
+    MapSpec,
+    accuracy,
+    confusion_matrix,
+    evaluate_manifest,
+    iou_per_class,
+    mean_iou,
+)
 from lcip.manifest import Manifest
 from lcip.raster import Grid, read_on_grid, write_raster
 
@@ -32,9 +39,13 @@ def test_evaluate_manifest_writes_reports(fake_region: Manifest, tmp_path: Path)
     for t in m:
         grid = Grid.of(t.layer("lc"))
         truth = CHESAPEAKE4.map_labels(read_on_grid(t.layer("lc"), grid, bands=1))
-        classes[t.tile_id] = write_raster(tmp_path / "pred" / f"{t.tile_id}.tif", truth, grid, nodata=IGNORE_INDEX)
+        classes[t.tile_id] = write_raster(
+            tmp_path / "pred" / f"{t.tile_id}.tif", truth, grid, nodata=IGNORE_INDEX
+        )
     m = m.with_layer("perfect", classes)
-    ev = evaluate_manifest(m, [MapSpec("perfect", "perfect"), MapSpec("prior", "prior", "prob")], CHESAPEAKE4)
+    ev = evaluate_manifest(
+        m, [MapSpec("perfect", "perfect"), MapSpec("prior", "prior", "prob")], CHESAPEAKE4
+    )
     rows = {(r["tile"], r["map"]): r for r in ev.rows()}
     assert rows[("all", "perfect")]["accuracy"] == 1.0 and rows[("all", "perfect")]["miou"] == 1.0
     assert 0.4 < float(rows[("all", "prior")]["accuracy"]) < 0.95  # the fake prior is 70 % right

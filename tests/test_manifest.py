@@ -41,6 +41,8 @@ def test_malformed(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="does not exist"):
         Manifest.read(tmp_path / "none.csv")
     dup = tmp_path / "d.csv"
-    dup.write_text("tile_id,split,crs,left,bottom,right,top\na,train,EPSG:32618,0,0,1,1\na,val,EPSG:32618,0,0,1,1\n")
+    dup.write_text(
+        "tile_id,split,crs,left,bottom,right,top\na,train,EPSG:32618,0,0,1,1\na,val,EPSG:32618,0,0,1,1\n"
+    )
     with pytest.raises(ManifestError, match="duplicate tile_id 'a'"):
         Manifest.read(dup)

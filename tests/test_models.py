@@ -23,7 +23,9 @@ def test_configurable_depth_widths_kernels() -> None:
     assert [c.out_channels for c in convs] == [16, 8, 8, 4]
     assert net(torch.randn(1, 21, 33, 30)).shape == (1, 4, 33, 30)
     assert net.receptive_field == 21
-    assert len([m for m in FCN(3, 2, num_layers=2).modules() if isinstance(m, torch.nn.Conv2d)]) == 3
+    assert (
+        len([m for m in FCN(3, 2, num_layers=2).modules() if isinstance(m, torch.nn.Conv2d)]) == 3
+    )
     with pytest.raises(ValueError, match="odd"):
         FCN(3, 2, kernel_sizes=4)
     with pytest.raises(ValueError, match="different lengths"):
@@ -32,7 +34,9 @@ def test_configurable_depth_widths_kernels() -> None:
 
 def test_warm_start_from_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
     src = FCN(4, 3, num_filters=8)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "a.ckpt")
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "a.ckpt"
+    )
     dst = FCN(4, 3, num_filters=8)
     load_state_from_checkpoint(dst, str(tmp_path / "a.ckpt"))
     x = torch.randn(1, 4, 8, 8)

@@ -18,7 +18,9 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     model = FCN(4, 4, num_filters=6, num_layers=3).eval()
     tiles = fake_region.select(tile_ids=["t1"])  # has nodata rows
     cfg = PredictConfig(window=40, batch_size=3)  # margin = 8: many overlapping windows
-    out = predict_manifest(model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg)
+    out = predict_manifest(
+        model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg
+    )
     tile = out.tile("t1")
     grid = Grid.of(tile.layer("naip"))
     # direct computation on the whole tile
@@ -27,10 +29,14 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     valid = torch.isfinite(prior).all(1)
     with torch.no_grad():
         log_q = log_probs(model(image), "logits", 1e-4)
-    log_r = implied_posterior(log_q, log_prior(torch.nan_to_num(prior), 1e-4), log_denominator(log_q, valid))
+    log_r = implied_posterior(
+        log_q, log_prior(torch.nan_to_num(prior), 1e-4), log_denominator(log_q, valid)
+    )
     for name in ("q_prob", "q_class", "r_prob", "r_class"):
         with rasterio.open(tile.layer(name)) as src:
-            assert src.crs == grid.crs and src.transform == grid.transform and src.shape == grid.shape
+            assert (
+                src.crs == grid.crs and src.transform == grid.transform and src.shape == grid.shape
+            )
             assert src.dtypes[0] == ("float32" if name.endswith("prob") else "uint8")
             data = src.read()
         v = valid[0].numpy()
@@ -45,5 +51,7 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
             assert (data[0, v] == ref_cls[v]).mean() > 0.999
     # idempotent: a second run keeps the files untouched
     mtime = tile.layer("r_prob").stat().st_mtime_ns
-    predict_manifest(model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg)
+    predict_manifest(
+        model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg
+    )
     assert tile.layer("r_prob").stat().st_mtime_ns == mtime

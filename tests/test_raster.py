@@ -7,14 +7,28 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from lcip.errors import DataError, GridMismatchError
-from lcip.raster import Grid, check_same_grid, is_valid_raster, raster_writer, read_on_grid, write_raster
+from lcip.raster import (
+    Grid,
+    check_same_grid,
+    is_valid_raster,
+    raster_writer,
+    read_on_grid,
+    write_raster,
+)
 from tests.conftest import make_grid
 
 
 def test_write_raster_profile(tmp_path: Path) -> None:
     grid = make_grid(300, width=260)
     data = np.arange(2 * 300 * 260, dtype=np.float32).reshape(2, 300, 260)
-    path = write_raster(tmp_path / "a" / "x.tif", data, grid, nodata=float("nan"), tags={"k": 1}, band_names=["u", "v"])
+    path = write_raster(
+        tmp_path / "a" / "x.tif",
+        data,
+        grid,
+        nodata=float("nan"),
+        tags={"k": 1},
+        band_names=["u", "v"],
+    )
     with rasterio.open(path) as src:
         assert src.crs == grid.crs and src.transform == grid.transform
         assert (src.height, src.width, src.count, src.dtypes[0]) == (300, 260, 2, "float32")
@@ -38,7 +52,9 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path: Path) -> None:
 
 def test_read_on_grid_aligned_and_warped(tmp_path: Path) -> None:
     # A 30 m raster whose grid is offset by 7 m from the 1 m target grid.
-    coarse = Grid(CRS.from_epsg(32618), Affine(30.0, 0, 400000.0 - 7, 0, -30.0, 4300000.0 + 7), 10, 10)
+    coarse = Grid(
+        CRS.from_epsg(32618), Affine(30.0, 0, 400000.0 - 7, 0, -30.0, 4300000.0 + 7), 10, 10
+    )
     codes = np.arange(100, dtype=np.uint8).reshape(10, 10)
     path = write_raster(tmp_path / "c.tif", codes, coarse, nodata=0)
     target = make_grid(60)
@@ -49,13 +65,19 @@ def test_read_on_grid_aligned_and_warped(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out, codes[(rr + 7) // 30, (cc + 7) // 30])
     # aligned, boundless read with fill outside the source
     fine = write_raster(tmp_path / "f.tif", np.ones((20, 20), np.uint8), make_grid(20), nodata=0)
-    out = read_on_grid(fine, make_grid(40).expand(0).window(rasterio.windows.Window(-10, -10, 40, 40)), bands=1)
+    out = read_on_grid(
+        fine, make_grid(40).expand(0).window(rasterio.windows.Window(-10, -10, 40, 40)), bands=1
+    )
     assert out[10:30, 10:30].min() == 1 and out[:10].max() == 0
 
 
 def test_grid_checks(tmp_path: Path) -> None:
     a = write_raster(tmp_path / "a.tif", np.zeros((16, 16), np.uint8), make_grid(16))
-    b = write_raster(tmp_path / "b.tif", np.zeros((16, 16), np.uint8), make_grid(16, origin=(400001.0, 4300000.0)))
+    b = write_raster(
+        tmp_path / "b.tif",
+        np.zeros((16, 16), np.uint8),
+        make_grid(16, origin=(400001.0, 4300000.0)),
+    )
     assert check_same_grid({"a": a, "a2": a}).shape == (16, 16)
     with pytest.raises(GridMismatchError, match=r"b\.tif: layer 'prior' of tile x is on grid"):
         check_same_grid({"naip": a, "prior": b}, "tile x")
@@ -72,5 +94,9 @@ def test_grid_checks(tmp_path: Path) -> None:
 def test_grid_expand_and_window() -> None:
     g = make_grid(10)
     e = g.expand(3)
-    assert e.shape == (16, 16) and e.transform.c == g.transform.c - 3 and e.transform.f == g.transform.f + 3
+    assert (
+        e.shape == (16, 16)
+        and e.transform.c == g.transform.c - 3
+        and e.transform.f == g.transform.f + 3
+    )
     assert e.window(rasterio.windows.Window(3, 3, 10, 10)).same_as(g)

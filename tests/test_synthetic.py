@@ -76,7 +76,10 @@ def test_default_splits() -> None:
 def test_custom_splits() -> None:
     cfg = RegionConfig(tiles_x=2, tiles_y=1, splits={"r0c0": "test", 1: "train"})
     assert cfg.tile_splits() == ["test", "train"]
-    assert RegionConfig(tiles_x=2, tiles_y=1, splits=["val", "test"]).tile_splits() == ["val", "test"]
+    assert RegionConfig(tiles_x=2, tiles_y=1, splits=["val", "test"]).tile_splits() == [
+        "val",
+        "test",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +230,10 @@ def test_default_region(default_region: SyntheticRegion) -> None:
     # NLCD of the whole canvas follows the definitions and has an urban-to-rural gradient
     checked = _check_nlcd_rules(block_fractions(reg.lc), reg.nlcd_clean)
     assert all(n > 0 for n in checked.values()), checked
-    b = (slice(lay.row_off // 30, (lay.row_off + h) // 30), slice(lay.col_off // 30, (lay.col_off + w) // 30))
+    b = (
+        slice(lay.row_off // 30, (lay.row_off + h) // 30),
+        slice(lay.col_off // 30, (lay.col_off + w) // 30),
+    )
     codes = set(np.unique(reg.nlcd_clean[b]))
     assert {11, 21, 22, 23, 24, 81, 82} <= codes
     assert codes & {41, 42, 43}
@@ -266,11 +272,15 @@ def test_seed_determinism(tiny: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(_read(tiny.parent / rel), _read(again.parent / rel))
     for name in ("osm.xml", "buildings.geojson"):
         assert (tiny.parent / name).read_bytes() == (again.parent / name).read_bytes()
-    assert not np.array_equal(_read(tiny.parent / "lc/r0c0.tif"), _read(other.parent / "lc/r0c0.tif"))
+    assert not np.array_equal(
+        _read(tiny.parent / "lc/r0c0.tif"), _read(other.parent / "lc/r0c0.tif")
+    )
     assert (tiny.parent / "osm.xml").read_bytes() != (other.parent / "osm.xml").read_bytes()
     # regenerating into the same folder replaces the files
     generate_region(TINY, tmp_path / "again")
-    np.testing.assert_array_equal(_read(tiny.parent / "naip/r1c1.tif"), _read(again.parent / "naip/r1c1.tif"))
+    np.testing.assert_array_equal(
+        _read(tiny.parent / "naip/r1c1.tif"), _read(again.parent / "naip/r1c1.tif")
+    )
 
 
 # ---- vectors --------------------------------------------------------------------------
@@ -310,7 +320,10 @@ def test_osm_roads_align_with_truth(tiny: Path) -> None:
     for t in m:
         grid = Grid.of(t.layer("lc"))
         mask = rasterize(
-            [(g, 1) for g in roads.geometry], out_shape=grid.shape, transform=grid.transform, dtype="uint8"
+            [(g, 1) for g in roads.geometry],
+            out_shape=grid.shape,
+            transform=grid.transform,
+            dtype="uint8",
         )
         lc = _read(t.layer("lc"))[0]
         hits += int(((mask == 1) & np.isin(lc, [6, 2])).sum())
@@ -329,7 +342,10 @@ def test_buildings_geojson(tiny: Path) -> None:
     for t in Manifest.read(tiny):
         grid = Grid.of(t.layer("lc"))
         mask = rasterize(
-            [(g, 1) for g in utm.geometry], out_shape=grid.shape, transform=grid.transform, dtype="uint8"
+            [(g, 1) for g in utm.geometry],
+            out_shape=grid.shape,
+            transform=grid.transform,
+            dtype="uint8",
         )
         lc = _read(t.layer("lc"))[0]
         inside += int(((mask == 1) & (lc == 5)).sum())

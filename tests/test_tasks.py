@@ -11,8 +11,13 @@ from lcip.tasks import DEFAULT_WARMUP_STEPS, ImplicitPosteriorTask
 
 def _trainer(tmp_path, steps: int) -> L.Trainer:  # type: ignore[no-untyped-def]
     return L.Trainer(
-        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
 
 
@@ -28,8 +33,17 @@ def test_warmup_defaults() -> None:
 
 def test_training_switches_from_ce_to_qr_and_logs_metrics(fake_region: Manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
-    dm = TileDataModule(fake_region, prior_layer="prior", crop_size=32, batch_size=8, steps_per_epoch=4, val_crop_size=48)
-    task = ImplicitPosteriorTask(FCN(4, 4, num_filters=8, num_layers=2), 4, loss="qr", warmup_steps=3)
+    dm = TileDataModule(
+        fake_region,
+        prior_layer="prior",
+        crop_size=32,
+        batch_size=8,
+        steps_per_epoch=4,
+        val_crop_size=48,
+    )
+    task = ImplicitPosteriorTask(
+        FCN(4, 4, num_filters=8, num_layers=2), 4, loss="qr", warmup_steps=3
+    )
     seen: list[bool] = []
     original = task.training_step
 

@@ -217,8 +217,13 @@ class Cooccurrence:
         from matplotlib.figure import Figure
 
         num = self.num_classes
-        fig = Figure(figsize=(2.5 + 0.62 * NUM_NLCD, 1.6 + 0.5 * num), dpi=100)
+        width, height = 2.6 + 0.62 * NUM_NLCD, 1.6 + 0.5 * num  # inches
+        fig = Figure(figsize=(width, height), dpi=100)
         FigureCanvasAgg(fig)
+        # Fixed margins (in inches) instead of tight_layout: cheaper and stable.
+        fig.subplots_adjust(
+            left=1.5 / width, right=1 - 1.1 / width, bottom=0.75 / height, top=1 - 0.45 / height
+        )
         ax = fig.add_subplot()
         image = ax.imshow(self.matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         uniform = set(self.uniform_codes) | {0}
@@ -242,12 +247,11 @@ class Cooccurrence:
                     color="white" if value < 0.6 else "black",
                 )
         ax.set_title(
-            f"P(class | NLCD), {self.scheme_name}, {len(self.tiles)} tiles, "
-            f"{int(self.counts.sum()):,} px",
+            f"P(class | NLCD), {self.scheme_name}, {len(self.tiles)} "
+            f"tile{'' if len(self.tiles) == 1 else 's'}, {int(self.counts.sum()):,} px",
             fontsize=10,
         )
         fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
-        fig.tight_layout()
         fig.savefig(f, format="png")
 
     @classmethod
