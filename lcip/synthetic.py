@@ -909,6 +909,9 @@ def _river(rng: np.random.Generator, town: _Town, canvas_box: Polygon) -> tuple[
     side = rng.choice([-1.0, 1.0])
     off = side * rng.uniform(0.55, 1.0) * town.radius
     px, py = town.cx - math.sin(alpha) * off, town.cy + math.cos(alpha) * off
+    # the river always crosses the canvas
+    px = min(max(px, minx + 0.1 * (maxx - minx)), minx + 0.9 * (maxx - minx))
+    py = min(max(py, miny + 0.1 * (maxy - miny)), miny + 0.9 * (maxy - miny))
     step = 4.0
     n = int(half / step)
     s = np.arange(-n, n + 1) * step
@@ -1553,7 +1556,7 @@ def nlcd_rules(frac: F64, forest_code: U8, field_code: U8, urban: F64, wet_zone:
         tree >= low,
     ]
     wet_code = np.where(tree >= low, 90, 95)
-    choices = [0, 11, 24, 23, 22, wet_code, 21, 31, forest_code]
+    choices: list[npt.ArrayLike] = [0, 11, 24, 23, 22, wet_code, 21, 31, forest_code]
     # the first condition that holds wins: apply them from last to first
     codes = np.asarray(field_code, np.uint8)
     for cond, choice in zip(conds[::-1], choices[::-1], strict=True):
@@ -1587,7 +1590,9 @@ def _nlcd_from_truth(
     frac = counts / float(_NLCD_BLOCK**2)
     forest_code = np.asarray(_VEG_CODES[:3], np.uint8)[veg_counts[..., :3].argmax(-1)]
     field_code = np.asarray(_VEG_CODES[3:], np.uint8)[veg_counts[..., 3:nv].argmax(-1)]
-    wet_blocks = wet_src.reshape(hb, _NLCD_BLOCK, wb, _NLCD_BLOCK).any(axis=(1, 3))
+    ys, xs = np.nonzero(wet_src)
+    wet_blocks = np.zeros((hb, wb), bool)
+    wet_blocks[ys // _NLCD_BLOCK, xs // _NLCD_BLOCK] = True
     wet_zone = ndimage.binary_dilation(wet_blocks, iterations=2)
     return nlcd_rules(frac, forest_code, field_code, urban, wet_zone)
 
@@ -1863,7 +1868,10 @@ def _osm_xml(region: SyntheticRegion, rng: np.random.Generator) -> str:
         return node_ids[key]
 
     for way in region.ways:
-        coords = LineString(way.coords).simplify(0.3).coords
+        line = LineString(way.coords)
+        # curvy roads and the river are densely sampled: thin them (street-grid ways are
+        # kept as they are, so that crossing streets share their junction nodes)
+        coords = line.simplify(0.3).coords if len(line.coords) > 30 else line.coords
         tags = dict(way.tags)
         if way.width:
             tags["width"] = f"{way.width:.1f}"

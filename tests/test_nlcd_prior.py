@@ -85,8 +85,8 @@ def test_matches_direct_reference(region):
     path, codes = region
     grid = _grid(500_050.0, 4_399_950.0, 150, 170)
     matrix = _matrix()
-    prior, valid = nlcd_prior(grid, path, matrix)
-    ref, ref_valid = _reference(codes, grid, matrix)
+    prior, valid = nlcd_prior(grid, path, matrix, sigma=12.0)  # halo 48 px
+    ref, ref_valid = _reference(codes, grid, matrix, sigma=12.0, halo=48)
     assert prior.dtype == np.float32 and prior.shape == (4, 150, 170)
     np.testing.assert_array_equal(valid, ref_valid)
     assert not valid.all() and valid.any()
@@ -114,7 +114,7 @@ def test_adjacent_tiles_have_no_seams(region):
 
 
 def test_sums_to_one_and_zero_on_nodata(region):
-    path, codes = region
+    path, _ = region
     grid = _grid(500_100.0, 4_399_900.0, 120, 130)
     prior, valid = nlcd_prior(grid, path, _matrix(5))
     sums = prior.sum(axis=0)
@@ -141,10 +141,10 @@ def test_one_class_region_equals_smoothed_column(tmp_path):
 
 def test_nodata_value_other_than_zero(tmp_path):
     codes = np.full((10, 10), 82)
-    codes[:5] = 255
+    codes[:2] = 255  # the tile's top 33 rows
     path = _write_nlcd(tmp_path / "nlcd255.tif", codes, nodata=255)
     prior, valid = nlcd_prior(_grid(500_000.0, 4_399_990.0, 100, 100), path, _matrix())
-    assert valid.any() and not valid.all()
+    assert not valid[:33].any() and valid[33:].all()
     assert np.abs(prior.sum(axis=0)[valid] - 1).max() < 1e-6
 
 
@@ -161,7 +161,7 @@ def test_unknown_code_names_file(tmp_path):
 def test_albers_nlcd_is_reprojected(tmp_path, caplog):
     """NLCD in CONUS Albers (like the real product) is warped onto the UTM tile with nearest."""
     grid = _grid(500_050.0, 4_399_950.0, 90, 100)
-    halo = 124
+    sigma, halo = 10.0, 40
     west, south, east, north = transform_bounds(UTM, ALBERS, *grid.expand(halo).bounds)
     origin = (math.floor(west / 30) * 30 - 60.0, math.ceil(north / 30) * 30 + 60.0)
     shape = (int((origin[1] - south) // 30) + 3, int((east - origin[0]) // 30) + 3)
@@ -169,7 +169,7 @@ def test_albers_nlcd_is_reprojected(tmp_path, caplog):
     path = _write_nlcd(tmp_path / "nlcd_albers.tif", codes, origin=origin, crs=ALBERS)
     matrix = _matrix()
     with caplog.at_level(logging.INFO, logger="lcip.priors.nlcd"):
-        prior, valid = nlcd_prior(grid, path, matrix)
+        prior, valid = nlcd_prior(grid, path, matrix, sigma=sigma)
     assert "reprojected" in caplog.text and "EPSG:5070" in caplog.text
     assert np.abs(prior.sum(axis=0)[valid] - 1).max() < 1e-6
     # The warp is nearest: pixel centres projected to Albers fall in the cell read (GDAL's
@@ -184,7 +184,7 @@ def test_albers_nlcd_is_reprojected(tmp_path, caplog):
     expected = np.searchsorted(NLCD_CODES, codes[i, j]).reshape(big.shape)
     assert (index == expected).mean() > 0.99
     # The prior is the formula applied to that (non-block) index map.
-    ref, _ = prior_from_index(index.astype(np.int64), matrix, crop=halo)
+    ref, _ = prior_from_index(index.astype(np.int64), matrix, NLCDPriorParams(sigma), crop=halo)
     np.testing.assert_allclose(prior, ref, atol=1e-6)
 
 

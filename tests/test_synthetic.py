@@ -244,8 +244,9 @@ def test_colour_alone_is_not_enough(default_region: SyntheticRegion) -> None:
     reg = default_region
     lay = reg.layout
     h, w = lay.region.shape
-    y = reg.lc[lay.row_off : lay.row_off + h, lay.col_off : lay.col_off + w].ravel()
-    x = reg.naip.reshape(4, -1).T.astype(np.float64)
+    # every 5th pixel (in both directions) is plenty for class means and accuracy
+    y = reg.lc[lay.row_off : lay.row_off + h : 5, lay.col_off : lay.col_off + w : 5].ravel()
+    x = reg.naip[:, ::5, ::5].reshape(4, -1).T.astype(np.float32)
     means = np.stack([x[y == c].mean(0) for c in range(1, 7)])
     # class means are distinct and physically plausible ...
     dist = np.linalg.norm(means[:, None] - means[None], axis=-1)

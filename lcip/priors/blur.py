@@ -33,8 +33,10 @@ and likewise ``A_c``. Edge mode ``nearest`` is folded into the first and last se
 extend to -inf and +inf). ``A_r[y, b]`` is a difference of two values of the kernel's
 cumulative sum, so the matrices are built in closed form. They are banded (a row of ``A_r``
 is non-zero only for the segments within ``r`` px), so the products are evaluated in chunks of
-128 output rows / columns against just the segments that chunk can see: for 30 px blocks and
-sigma = 31 that is ~15 multiply-adds per output pixel and pass instead of 249, all in BLAS.
+128 output rows / columns against just the segments that chunk can see. For 30 px blocks and
+sigma = 31 the first product (``V @ A_c.T``, one row per row segment) is ~30x smaller than the
+image, and the second costs ~15 multiply-adds per output pixel (BLAS matrix products via
+torch), against 2 x 249 for a direct separable convolution.
 
 Any product partition is handled exactly, including cut blocks, irregular block sizes and
 maps that are not block-structured at all (e.g. NLCD reprojected from another CRS): there the
