@@ -91,7 +91,7 @@ class TileDataModule(L.LightningDataModule):
         self, dataset: TileWindowDataset, sampler: Any
     ) -> DataLoader[dict[str, torch.Tensor]]:
         return DataLoader(
-            dataset,  # type: ignore[arg-type]
+            dataset,
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,

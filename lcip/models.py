@@ -59,7 +59,7 @@ class FCN(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Receptive field in pixels (used to choose the prediction overlap)."""
-        return 1 + sum(m.kernel_size[0] - 1 for m in self.modules() if isinstance(m, nn.Conv2d))  # type: ignore[misc]
+        return 1 + sum(m.kernel_size[0] - 1 for m in self.modules() if isinstance(m, nn.Conv2d))
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of shape (B, classes, H, W) for input (B, in_channels, H, W)."""

@@ -57,7 +57,14 @@ log = logging.getLogger(__name__)
 def scheme_of(cfg: DictConfig) -> ClassScheme:
     """The region's class scheme."""
     scheme = cfg.region.scheme
-    return get_scheme(scheme if isinstance(scheme, str) else OmegaConf.to_container(scheme))  # type: ignore[arg-type]
+    return get_scheme(scheme if isinstance(scheme, str) else _container(scheme))
+
+
+def _container(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict (resolved)."""
+    out = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(out, dict)
+    return {str(k): v for k, v in out.items()}
 
 
 def region_manifest_path(cfg: DictConfig) -> Path:
@@ -105,7 +112,7 @@ def region(cfg: DictConfig) -> Path:
         return path
     from lcip.synthetic import generate_region
 
-    settings = OmegaConf.to_container(synthetic, resolve=True)
+    settings = _container(synthetic)
     stamp = path.parent / "region_config.json"
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == settings:
         log.info("region %s is up to date: %s", cfg.region.name, path)
@@ -195,8 +202,8 @@ def prior(cfg: DictConfig) -> Path:
             buildings_layer=cfg.region.get("buildings_layer"),
             water_class=water,
             impervious_class=impervious,
-            radius=OmegaConf.to_container(p.radius),  # type: ignore[arg-type]
-            weights=OmegaConf.to_container(p.weights),  # type: ignore[arg-type]
+            radius=_container(p.radius),
+            weights=_container(p.weights),
         )
         results = run_tile_jobs(job, manifest, jobs, f"prior {p.name}")
     elif p.recipe == "learned":
@@ -231,8 +238,8 @@ def prior(cfg: DictConfig) -> Path:
         params = {
             "recipe": "learned",
             "train_tiles": ids,
-            **OmegaConf.to_container(p, resolve=True),
-        }  # type: ignore[dict-item]
+            **_container(p),
+        }
         results = write_learned_priors(
             manifest,
             net,
@@ -262,7 +269,7 @@ def train(cfg: DictConfig) -> Path:
     """
     L.seed_everything(cfg.seed, workers=True)
     scheme = scheme_of(cfg)
-    loss_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.loss).items() if k != "name"}  # type: ignore[union-attr]
+    loss_kwargs = {k: v for k, v in _container(cfg.loss).items() if k != "name"}
     task = ImplicitPosteriorTask(
         build_model(cfg, scheme),
         scheme.num_classes,
@@ -408,7 +415,8 @@ def demo(cfg: DictConfig) -> Path:
             if r["tile"] == "all":
                 rows.append({"prior": name, **r})
                 lines.append(
-                    f"| {name} | {r['map']} | {100 * float(r['accuracy']):.1f} | {100 * float(r['miou']):.1f} |"
+                    f"| {name} | {r['map']} | {100 * float(r['accuracy']):.1f} "
+                    f"| {100 * float(r['miou']):.1f} |"
                 )
         tile = Manifest.read(pred_manifest).tiles[0]
         first_tile = first_tile or tile
@@ -438,13 +446,14 @@ def demo(cfg: DictConfig) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
     md.write_text(
-        f"# lcip demo: region {cfg.region.name}, evaluation tiles {list(cfg.region.eval_splits)}\n\n{table}\n"
+        f"# lcip demo: region {cfg.region.name}, splits {list(cfg.region.eval_splits)}\n\n{table}\n"
     )
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(
-        f"\n{table}\n\nmaps: {cfg.paths.runs}/{cfg.region.name}/*/predictions  quicklook: {out_dir / 'quicklook.png'}"
+        f"\n{table}\n\nmaps: {cfg.paths.runs}/{cfg.region.name}/*/predictions\n"
+        f"quicklook: {out_dir / 'quicklook.png'}"
     )
     return md

@@ -77,7 +77,7 @@ def save_quicklook(
     for ax in axes:
         ax.set_axis_off()
     handles = [
-        Patch(color=np.asarray(c) / 255, label=name)
+        Patch(color=(c[0] / 255, c[1] / 255, c[2] / 255), label=name)
         for name, c in zip(scheme.classes, scheme.colors, strict=True)
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)

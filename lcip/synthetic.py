@@ -60,7 +60,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,26 @@ from lcip.classes import NLCD_CODES, NLCD_COLORS
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest, Tile
 from lcip.raster import Grid, write_raster
+
+__all__ = [
+    "LC_CODES",
+    "LC_COLORS",
+    "LC_NAMES",
+    "NLCD_CONFUSIONS",
+    "RegionConfig",
+    "RegionLayout",
+    "SyntheticRegion",
+    "Way",
+    "block_fractions",
+    "default_splits",
+    "generate_region",
+    "lc_colormap",
+    "nlcd_colormap",
+    "nlcd_rules",
+    "region_layout",
+    "synthesize",
+    "write_region",
+]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +161,6 @@ NLCD_CONFUSIONS: dict[int, tuple[int, ...]] = {
     95: (90, 81, 11),
 }
 
-_FOREST_TYPES = (41, 42, 43)
 _FOREST_P = (0.65, 0.15, 0.20)
 _FIELD_TYPES = (81, 82, 71, 52)
 _FIELD_P = (0.42, 0.33, 0.15, 0.10)
@@ -408,6 +427,21 @@ def _interp_axis(z: F32, f: int, start: int, stop: int, axis: int) -> F32:
     return np.moveaxis(out, 0, axis)
 
 
+def _white(rng: np.random.Generator, shape: tuple[int, ...]) -> F32:
+    """White noise with zero mean and unit variance (triangular distribution).
+
+    The sum of two random bytes: an order of magnitude cheaper than normal deviates, close
+    enough to Gaussian for sensor noise, and Gaussian anyway once smoothed.
+    """
+    n = math.prod(shape)
+    b = np.frombuffer(rng.bytes(2 * n), np.uint8).reshape(2, n)
+    z = b[0].astype(np.float32)
+    z += b[1]
+    z -= np.float32(255.0)
+    z *= np.float32(1.0 / math.sqrt(2 * (256**2 - 1) / 12))
+    return z.reshape(shape)
+
+
 @dataclass(frozen=True)
 class _Coarse:
     """A smooth field stored on a coarse grid (factor ``f``), upsampled bilinearly on demand."""
@@ -430,7 +464,7 @@ def _coarse_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     The grid is coarse enough that ``sigma`` spans about 1.5 coarse cells.
     """
     f = max(1, int(sigma / 1.5))
-    z = rng.standard_normal((shape[0] // f + 3, shape[1] // f + 3), dtype=np.float32)
+    z = _white(rng, (shape[0] // f + 3, shape[1] // f + 3))
     z = ndimage.gaussian_filter(z, sigma / f, mode="wrap", truncate=3.0)
     z /= max(float(z.std()), 1e-6)
     return _Coarse(z, f)
@@ -443,8 +477,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     """
     if sigma > 2.5:
         return _coarse_noise(rng, shape, sigma).window(slice(0, shape[0]), slice(0, shape[1]))
-    z = rng.standard_normal(shape, dtype=np.float32)
-    return _gauss_unit(z, sigma)
+    return _gauss_unit(_white(rng, shape), sigma)
 
 
 def _gauss_unit(white: F32, sigma: float) -> F32:
@@ -563,7 +596,7 @@ Win = tuple[slice, slice]
 
 
 class _NoiseBank:
-    """Smooth noise fields of the canvas, made once per scale and reused.
+    """Smooth noise fields of the canvas, stored coarse and upsampled window by window.
 
     Variant k of a field is the field flipped (k % 4: none, up-down, left-right, both) and, for
     k >= 4, negated: cheap, effectively independent patterns for unrelated features.
@@ -571,19 +604,40 @@ class _NoiseBank:
 
     def __init__(self, rng: np.random.Generator, shape: tuple[int, int]) -> None:
         self.rng, self.shape = rng, shape
-        self.fields: dict[float, F32] = {}
+        self.fields: dict[float, _Coarse] = {}
 
     def get(self, sigma: float, variant: int = 0, win: Win | None = None) -> F32:
         if sigma not in self.fields:
-            self.fields[sigma] = _smooth_noise(self.rng, self.shape, sigma)
-        z = self.fields[sigma]
-        flips = (z, z[::-1], z[:, ::-1], z[::-1, ::-1])
-        v = flips[variant % 4]
-        return v if win is None else v[win]
+            self.fields[sigma] = _coarse_noise(self.rng, self.shape, sigma)
+        h, w = self.shape
+        rows, cols = win if win is not None else (slice(0, h), slice(0, w))
+        flip_r, flip_c = variant % 4 in (1, 3), variant % 4 in (2, 3)
+        if flip_r:
+            rows = slice(h - rows.stop, h - rows.start)
+        if flip_c:
+            cols = slice(w - cols.stop, w - cols.start)
+        z = self.fields[sigma].window(rows, cols)
+        return z[:: -1 if flip_r else 1, :: -1 if flip_c else 1]
 
     def above(self, sigma: float, variant: int, t: float, win: Win | None = None) -> Bool:
         z = self.get(sigma, variant, win)
         return z > np.float32(t) if variant < 4 else z < np.float32(-t)
+
+
+def _row_chunks(win: Win, step: int = 512) -> Iterator[tuple[Win, Win]]:
+    """Split a window into bands of rows: (window of the band, band within ``win``)."""
+    rows, cols = win
+    for r in range(rows.start, rows.stop, step):
+        r1 = min(rows.stop, r + step)
+        yield (slice(r, r1), cols), (slice(r - rows.start, r1 - rows.start), slice(None))
+
+
+def _by_rows(win: Win, fn: Callable[[Win], Bool]) -> Bool:
+    """A boolean mask of ``win`` computed band by band (bounded temporaries)."""
+    out = np.empty((win[0].stop - win[0].start, win[1].stop - win[1].start), bool)
+    for band, local in _row_chunks(win):
+        out[local] = fn(band)
+    return out
 
 
 def _sub(mask: Bool, mask_win: Win, win: Win) -> Bool:
@@ -686,8 +740,6 @@ def _field_ids(rng: np.random.Generator, shape: tuple[int, int], angle: float) -
     f_angle = angle + float(rng.normal(0, 0.2))
     ca, sa = np.float32(math.cos(f_angle)), np.float32(math.sin(f_angle))
     h, w = shape
-    yy = (np.arange(h, dtype=np.float32) + np.float32(0.5))[:, None]
-    xx = (np.arange(w, dtype=np.float32) + np.float32(0.5))[None, :]
     cx = np.array([0, w, 0, w], np.float64)
     cy = np.array([0, 0, h, h], np.float64)
     x_min = float((cx * ca + cy * sa).min()) - 2
@@ -696,18 +748,22 @@ def _field_ids(rng: np.random.Generator, shape: tuple[int, int], angle: float) -
     y_ext = float((-cx * sa + cy * ca).max()) - y_min + 4
     edges = np.concatenate([[0.0], np.cumsum(rng.uniform(110, 280, int(x_ext / 110) + 2))])
     n_cols = edges.size
-    col_of = (np.searchsorted(edges, np.arange(int(x_ext) + 2) + 0.5, side="right") - 1).astype(
-        np.int32
-    )
-    col = col_of[(xx * ca + yy * sa - np.float32(x_min)).astype(np.int32)]
+    col_of = np.searchsorted(edges, np.arange(int(x_ext) + 2) + 0.5, side="right") - 1
+    col_of = col_of.astype(np.int32)
     row_h = rng.uniform(80, 250, n_cols).astype(np.float32)
-    row_off = rng.uniform(0, 250, n_cols).astype(np.float32)
+    row_off = (rng.uniform(0, 250, n_cols) - y_min).astype(np.float32)
     n_rows = int(y_ext / 80) + 5
-    yr = yy * ca - xx * sa
-    yr += row_off[col] - np.float32(y_min)
-    yr /= row_h[col]
-    fid = col * np.int32(n_rows)
-    fid += yr.astype(np.int32)
+    xx = (np.arange(w, dtype=np.float32) + np.float32(0.5))[None, :]
+    fid = np.empty(shape, np.int32)
+    for band, _ in _row_chunks((slice(0, h), slice(0, w))):
+        yy = (np.arange(band[0].start, band[0].stop, dtype=np.float32) + np.float32(0.5))[:, None]
+        col = col_of[(xx * ca + yy * sa - np.float32(x_min)).astype(np.int32)]
+        yr = yy * ca - xx * sa
+        yr += row_off[col]
+        yr /= row_h[col]
+        out = fid[band]
+        np.multiply(col, np.int32(n_rows), out=out)
+        out += yr.astype(np.int32)
     return fid, n_cols * n_rows
 
 
@@ -747,6 +803,9 @@ class SyntheticRegion:
         buildings: building polygons (canvas pixel coordinates).
         building_heights: heights in metres.
         stats: summary statistics.
+
+    Canvas pixel coordinates are (x, y) = (column, row) on ``layout.canvas`` (1 unit = 1 m);
+    in the CRS they are (canvas.transform.c + x, canvas.transform.f - y).
     """
 
     config: RegionConfig
@@ -760,6 +819,15 @@ class SyntheticRegion:
     buildings: list[Polygon]
     building_heights: F64
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def region_lc(self) -> U8:
+        """The truth on the region grid (all tiles, without the margin)."""
+        lay = self.layout
+        return self.lc[
+            lay.row_off : lay.row_off + lay.region.height,
+            lay.col_off : lay.col_off + lay.region.width,
+        ]
 
 
 def _rngs(seed: int) -> list[np.random.Generator]:
@@ -952,6 +1020,8 @@ def _street_grid(
     gx = town.cx + 0.5 * sx + a * ca - b * sa
     gy = town.cy + 0.5 * sy + a * sa + b * ca
     inside = shapely.contains_xy(town.polygon(1.0), gx, gy)
+    shapely.prepare(avoid)
+    shapely.prepare(main_buf)
     ways: list[Way] = []
     street = 0
     for axis in (0, 1):
@@ -967,7 +1037,11 @@ def _street_grid(
             segs = shapely.linestrings(
                 np.stack([np.stack([xs[:-1], xs[1:]], 1), np.stack([ys[:-1], ys[1:]], 1)], 2)
             )
-            over = shapely.length(shapely.intersection(segs, main_buf)) / shapely.length(segs)
+            over = np.zeros(len(segs))
+            hit = shapely.intersects(segs, main_buf)
+            if hit.any():
+                over[hit] = shapely.length(shapely.intersection(segs[hit], main_buf))
+                over /= shapely.length(segs)
             ok &= ~shapely.intersects(segs, avoid) & (over < 0.35)
             run: list[int] = []
             for e in range(len(ok) + 1):
@@ -1131,7 +1205,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     road_polys = [
         ln.buffer(w.width / 2, quad_segs=4) for ln, w in zip(road_lines, roads, strict=True)
     ]
-    road_union = shapely.union_all(road_polys)
+    road_tree = shapely.STRtree(road_polys)
     tick("roads")
 
     ponds: list[Polygon] = []
@@ -1139,17 +1213,18 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     cand = r_water.uniform([0, 0], [cw, ch], (200, 2))
     radii = np.exp(r_water.normal(math.log(35), 0.5, 200))
     radii[0] = r_water.uniform(70, 130)  # one lake
-    blockers = shapely.union_all([river_poly.buffer(25), road_union.buffer(15)])
-    for (px, py), rr in zip(cand, radii, strict=True):
+    pts = shapely.points(cand)
+    free = town.u_at(cand[:, 0], cand[:, 1]) <= 0.5
+    shapely.prepare(river_poly)
+    free &= ~shapely.dwithin(river_poly, pts, radii * 1.8 + 25)
+    free[road_tree.query(pts, predicate="dwithin", distance=radii * 1.8 + 15)[0]] = False
+    for kp in np.flatnonzero(free):
         if len(ponds) >= n_ponds:
             break
-        if town.u_at(px, py) > 0.5 or blockers.distance(shapely.Point(px, py)) < rr * 1.3:
-            continue
-        blob = _blob(r_water, float(px), float(py), float(rr))
+        blob = _blob(r_water, float(cand[kp, 0]), float(cand[kp, 1]), float(radii[kp]))
         if any(blob.distance(p) < 20 for p in ponds):
             continue
         ponds.append(blob)
-        blockers = blockers.union(blob.buffer(20))
 
     # marsh next to the river, in the countryside
     marshes: list[Polygon] = []
@@ -1173,20 +1248,27 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     noise = _NoiseBank(r_land, shape)
     fid, n_fields = _field_ids(r_land, shape, town.angle)
     ftype = r_land.choice(len(_FIELD_TYPES), n_fields, p=_FIELD_P)
+    # pasture, crops (mature crops are dark green with a high NIR, like trees), grassland,
+    # shrub
     field_base = np.array(
-        [[95, 116, 82, 160], [84, 112, 70, 185], [112, 118, 88, 150], [88, 96, 72, 135]], float
+        [[95, 116, 82, 160], [74, 102, 64, 180], [112, 118, 88, 150], [80, 92, 68, 135]], float
     )
-    fcol = _jitter_colors(r_col, field_base[ftype], n_fields, 0.12, 6, 18)
+    fcol = _jitter_colors(r_col, field_base[ftype], n_fields, 0.14, 6, 20)
     dry = r_col.random(n_fields) < 0.15  # dry / harvested fields: brownish, low NIR
     fcol[dry] = _jitter_colors(r_col, [135, 125, 100, 125], int(dry.sum()), 0.07, 5, 10)
     field_ids = objs.add(fcol, 0.0, np.asarray(ftype) + 3)
     paint = _Painter(shape, LOWVEG, fid + np.int32(field_ids[0]))
     lc, obj = paint.lc, paint.obj
 
-    forest_f = noise.get(40, 0) + np.float32(0.45) * noise.get(6, 0)
-    forest_f += np.float32(0.25) * noise.get(3, 0)
-    forest = forest_f > np.float32(0.45 * 1.13) + np.float32(2.2 * 1.13) * u
-    del forest_f
+    full = (slice(0, ch), slice(0, cw))
+
+    def forest_mask(w: Win) -> Bool:
+        f = noise.get(40, 0, w)
+        f += np.float32(0.45) * noise.get(6, 0, w)
+        f += np.float32(0.25) * noise.get(3, 0, w)
+        return f > np.float32(0.45 * 1.13) + np.float32(2.2 * 1.13) * u[w]
+
+    forest = _by_rows(full, forest_mask)
     labels, n_lab = ndimage.label(forest)
     ptype = r_land.choice(3, n_lab + 1, p=_FOREST_P).astype(np.int32)
     fbase = np.array([[60, 82, 64, 150], [45, 64, 54, 105], [54, 74, 60, 128]], float)
@@ -1207,7 +1289,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     bnd[yy[drop], xx[drop]] = False
     del yy, xx, drop
     bnd = ndimage.maximum_filter(bnd.view(np.uint8), size=4).view(bool)
-    bnd &= noise.above(3, 1, -0.5)
+    bnd &= _by_rows(full, lambda w: noise.above(3, 1, -0.5, w))
     bnd &= lc == LOWVEG
     hedge_id = objs.add(fbase[0] * [1.05, 1.05, 1.05, 1.0], 9.0, 0)[0]
     lc[bnd], obj[bnd] = TREE, hedge_id
@@ -1216,24 +1298,24 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
 
     # bare patches in crop fields, construction sites, a dirt lot or two
     barren_ids = objs.add([[128, 116, 96, 112], [188, 178, 152, 160], [168, 158, 142, 148]])
-    yy, xx = np.nonzero(noise.above(6, 1, 2.0))
+    yy, xx = np.nonzero(_by_rows(full, lambda w: noise.above(6, 1, 2.0, w)))
     ok = (ftype[fid[yy, xx] % n_fields] == 1) & (lc[yy, xx] == LOWVEG) & (u[yy, xx] < 0.15)
     lc[yy[ok], xx[ok]], obj[yy[ok], xx[ok]] = BARREN, barren_ids[0]
     sites: list[Polygon] = []
-    for _ in range(200):
+    for _ in range(300):
         if len(sites) >= 1 + int(area_km2 * 0.6):
             break
         px, py = r_land.uniform(0, cw), r_land.uniform(0, ch)
-        if not 0.3 < town.u_at(px, py) < 0.75:
+        if not 0.05 < town.u_at(px, py) < 0.7:
             continue
         site = _rectangles(
             np.array([px]),
             np.array([py]),
-            r_land.uniform(50, 120, 1),
-            r_land.uniform(40, 90, 1),
+            r_land.uniform(45, 110, 1),
+            r_land.uniform(40, 80, 1),
             np.array([town.angle]),
         )[0]
-        if site.intersects(road_union) or site.intersects(river_poly):
+        if road_tree.query(site, predicate="intersects").size or site.intersects(river_poly):
             continue
         sites.append(site)
     for _ in range(int(area_km2 / 2.5) + 1):
@@ -1242,15 +1324,15 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
             sites.append(_blob(r_land, float(px), float(py), float(r_land.uniform(20, 40)), 0.2))
     site_col = _jitter_colors(r_col, [152, 136, 112, 122], len(sites), 0.08, 6, 10)
     site_ids = objs.add(site_col) if sites else np.zeros(0, np.int64)
-    paint.burn(sites, site_ids, BARREN, where=lambda w: noise.above(3, 2, -1.2)[w])
+    paint.burn(sites, site_ids, BARREN, where=lambda w: noise.above(3, 2, -1.7, w))
 
     # paved town core (plazas, parking), with small green islands
     paved_id = objs.add([[120, 120, 117, 102]])[0]
     cw_ = paint.window(town.polygon(0.35).bounds)
     if cw_ is not None:
-        core = (u[cw_] + np.float32(0.05) * noise.get(15, 0)[cw_] > 0.88) & noise.above(3, 3, -1.6)[
-            cw_
-        ]
+        core = (u[cw_] + np.float32(0.05) * noise.get(15, 0, cw_) > 0.88) & noise.above(
+            3, 3, -1.6, cw_
+        )
         lc[cw_][core], obj[cw_][core] = IMPERVIOUS, paved_id
     tick("barren")
 
@@ -1274,18 +1356,23 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
     )
     if rwin is not None:
         lcw, objw = lc[rwin], obj[rwin]
-        rip = (rzone > 0) & (u[rwin] < 0.35) & noise.above(6, 2, -0.3)[rwin] & (lcw == LOWVEG)
+        rip = (
+            (rzone > 0)
+            & (u[rwin] < 0.35)
+            & _by_rows(rwin, lambda w: noise.above(6, 2, -0.3, w))
+            & (lcw == LOWVEG)
+        )
         lcw[rip], objw[rip] = TREE, rip_id
     for m in marshes:
         win, burnt = paint.rasterize([m], [1])
         if win is None:
             continue
         mask = burnt > 0
-        wood = mask & noise.above(6, 3, 0.5)[win]
+        wood = mask & noise.above(6, 3, 0.5, win)
         lcw, objw = lc[win], obj[win]
         lcw[mask], objw[mask] = LOWVEG, marsh_veg[0]
         lcw[wood], objw[wood] = TREE, marsh_veg[1]
-        pools = mask & noise.above(3, 4, 0.8)[win]
+        pools = mask & noise.above(3, 4, 0.8, win)
         lcw[pools], objw[pools] = WATER, water_ids[1]
     wet_src = lc == WATER  # marsh pools so far
     if rwin is not None:
@@ -1414,15 +1501,15 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
                 )
             )
     n_try = int(ch * cw / 150)
-    px, py = r_tree.uniform(0, cw, n_try), r_tree.uniform(0, ch, n_try)
-    uu = town.u_at(px, py)
+    yx, yy_ = r_tree.uniform(0, cw, n_try), r_tree.uniform(0, ch, n_try)
+    uu = town.u_at(yx, yy_)
     dens = np.where((uu > 0.15) & (uu < 0.75), 1.0, 0.0) + 0.015 * (uu <= 0.15)
     ok = r_tree.random(n_try) < dens * 0.4
-    px, py = px[ok], py[ok]
-    ok = lc[py.astype(int), px.astype(int)] == LOWVEG
-    px, py = px[ok], py[ok]
+    yx, yy_ = yx[ok], yy_[ok]
+    ok = lc[yy_.astype(int), yx.astype(int)] == LOWVEG
+    yx, yy_ = yx[ok], yy_[ok]
     t_yard = np.stack(
-        [px, py, r_tree.uniform(2.0, 5.0, px.size), r_tree.uniform(6, 15, px.size)], 1
+        [yx, yy_, r_tree.uniform(2.0, 5.0, yx.size), r_tree.uniform(6, 15, yx.size)], 1
     )
     n_trees = 0
     b_tree = shapely.STRtree(np.asarray(buildings, dtype=object)) if buildings else None
@@ -1480,6 +1567,7 @@ def synthesize(cfg: RegionConfig) -> SyntheticRegion:
         "parking_lots": len(lots),
         "roads": len(roads),
         "ponds": len(ponds),
+        "barren_sites": len(sites),
         "trees": n_trees,
     }
     return SyntheticRegion(
@@ -1628,12 +1716,13 @@ def _cast_shadows(height: F32, azimuth_deg: float, elevation_deg: float) -> Bool
     h, w = height.shape
     reach = int((float(height.max()) if height.size else 0.0) / slope) + 1
     best = np.zeros_like(height)
-    seen: set[tuple[int, int]] = set()
+    offsets: list[tuple[int, int]] = []
     for s in range(1, reach + 1):
-        dx, dy = round(s * vx), round(s * vy)
-        if (dx, dy) in seen or abs(dx) >= w or abs(dy) >= h:
-            continue
-        seen.add((dx, dy))
+        off = (round(s * vx), round(s * vy))
+        if off not in offsets and abs(off[0]) < w and abs(off[1]) < h:
+            offsets.append(off)
+    # every offset near the casters, then every other one (objects are >= 2 px wide)
+    for dx, dy in offsets[:3] + offsets[3::2]:
         ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
         xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
         caster = height[ys, xs] - np.float32(math.hypot(dx, dy) * slope)
@@ -1677,7 +1766,7 @@ def _render(
     lf = _coarse_noise(rng, (hw, ww), 14)
     nf = _coarse_noise(rng, (hw, ww), 6)
     haze = _coarse_noise(rng, (hw, ww), 200)
-    white = rng.standard_normal((hw, ww), dtype=np.float32)
+    white = _white(rng, (hw, ww))
     # crop rows / mowing stripes: direction, period and amplitude per field
     n_f = field_ids.size
     f_ang = rng.uniform(0, np.pi, n_f)
@@ -1713,8 +1802,10 @@ def _render(
         )
         inner = (slice(s0 + halo - a, s1 + halo - a), slice(halo, halo + W))
         for k in range(4):
-            band = ndimage.gaussian_filter(bands[k], 0.55, truncate=3.0)[inner]
-            band += rng.standard_normal(band.shape, dtype=np.float32) * np.float32(cfg.sensor_noise)
+            band = ndimage.gaussian_filter(bands[k], 0.55, truncate=2.0)[inner]
+            noise = _white(rng, band.shape)
+            noise *= np.float32(cfg.sensor_noise)
+            band += noise
             np.rint(band, out=band)
             np.clip(band, 0, 255, out=band)
             out[k, s0:s1] = band
@@ -1793,7 +1884,7 @@ def _render_strip(
     is_tree = lc == TREE
     hgt[is_tree] *= 1 + np.float32(0.15) * hf[is_tree]
     shadow = _cast_shadows(hgt, azimuth_deg=sun[0], elevation_deg=sun[1]).astype(np.float32)
-    shadow = ndimage.gaussian_filter(shadow, 0.7, truncate=3.0)
+    shadow = ndimage.gaussian_filter(shadow, 0.7, truncate=2.0)
     dark = 1 - np.float32(cfg.shadow_strength) * shadow
     del hgt, shadow, is_tree
     mult += 1
@@ -1807,7 +1898,7 @@ def _render_strip(
     lawn_col = np.array([96, 122, 84, 178], np.float32)
     # water: brighter (shallow, mixed pixels) near the shore
     is_w = lc == WATER
-    shore = ndimage.gaussian_filter((~is_w).astype(np.float32), 2.5, truncate=3.0)
+    shore = ndimage.gaussian_filter((~is_w).astype(np.float32), 1.5, truncate=2.0)
     shore *= is_w
 
     bands = np.empty((4, *lc.shape), np.float32)

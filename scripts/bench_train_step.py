@@ -83,7 +83,8 @@ def main() -> None:
             rows.append((loss_name, statistics.median(load_t), statistics.median(comp_t)))
     base = rows[0][2]
     print(
-        f"\nbatch {args.batch} x {args.crop}x{args.crop} px, FCN {args.filters} filters, {torch.get_num_threads()} threads, "
+        f"\nbatch {args.batch} x {args.crop}x{args.crop} px, FCN {args.filters} filters, "
+        f"{torch.get_num_threads()} threads, "
         f"workers {args.workers}, median of {args.steps} steps\n"
     )
     print("| loss | data loading (s/step) | compute (s/step) | total (s/step) | compute vs CE |")
@@ -91,7 +92,8 @@ def main() -> None:
     for name, load, comp in rows:
         print(f"| {name} | {load:.3f} | {comp:.3f} | {load + comp:.3f} | {comp / base:.2f}x |")
     print(
-        f"\npixels per step: {args.batch * args.crop**2:,}; data/compute ratio (qr): {rows[1][1] / rows[1][2]:.2f}"
+        f"\npixels per step: {args.batch * args.crop**2:,}; "
+        f"data/compute ratio (qr): {rows[1][1] / rows[1][2]:.2f}"
     )
 
 

@@ -174,3 +174,14 @@ def test_large_tile_matches_scipy():
     for k in (0, 7):
         ref = ndimage.gaussian_filter((index == k).astype(np.float32), 31.0, mode="nearest")
         assert np.abs(fast[k] - ref).max() < 1e-4
+
+
+def test_out_buffer_is_filled_and_absent_layers_zeroed():
+    rng = np.random.default_rng(10)
+    index = _block_map(rng, 120, 100, 3, offset=(4, 9))
+    expected = blur_onehot(index, 5, 7.0)
+    buf = np.full((5, 120, 100), 7.0, dtype=np.float32)
+    assert blur_onehot(index, 5, 7.0, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+    with pytest.raises(ValueError, match="out must be"):
+        blur_onehot(index, 5, 7.0, out=np.zeros((5, 120, 99), np.float32))

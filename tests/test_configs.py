@@ -50,7 +50,7 @@ def test_every_config_composes_and_instantiates(group: str, option: str, tmp_pat
 
 def test_experiment_overrides() -> None:
     cfg = _compose("experiment=demo", "loss=rq")
-    assert cfg.model.num_filters == 32 and cfg.loss.name == "rq" and cfg.data.crop_size == 64
+    assert cfg.model.num_filters == 16 and cfg.loss.name == "rq" and cfg.data.crop_size == 48
     paper = _compose("experiment=paper_qr")
     assert (
         paper.model.num_filters == 128

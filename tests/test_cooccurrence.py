@@ -218,12 +218,13 @@ def test_enviroatlas_shaped_counts(tmp_path, which):
     mass = collapsed.sum(axis=0)
     usable = [n for n in range(1, 17) if mass[n] > 0.5]
     rng = np.random.default_rng(0)
-    codes = rng.choice([NLCD_CODES[n] for n in usable], size=(22, 22))
+    balanced = rng.permutation(16 * 16) % len(usable)  # every usable code on ~equal cells
+    codes = np.array([NLCD_CODES[n] for n in usable])[balanced].reshape(16, 16)
     _write_nlcd(tmp_path / "nlcd.tif", codes)
-    grid = _tile_grid(0, 0, 600, 600)
+    grid = _tile_grid(0, 0, 450, 450)
     # Sample a label per pixel from the NLCD column at the pixel (nearest NLCD cell).
-    rows = np.floor((NLCD_ORIGIN[1] - (grid.transform.f - np.arange(600) - 0.5)) / 30)
-    cols = np.floor((grid.transform.c + np.arange(600) + 0.5 - NLCD_ORIGIN[0]) / 30)
+    rows = np.floor((NLCD_ORIGIN[1] - (grid.transform.f - np.arange(450) - 0.5)) / 30)
+    cols = np.floor((grid.transform.c + np.arange(450) + 0.5 - NLCD_ORIGIN[0]) / 30)
     pix_codes = codes[rows.astype(int)][:, cols.astype(int)]
     cdf = np.cumsum(real, axis=0)
     cdf_at = cdf[:, np.searchsorted(NLCD_CODES, pix_codes)]  # (11, H, W)
@@ -241,3 +242,32 @@ def test_enviroatlas_shaped_counts(tmp_path, which):
     pixels = coocc.counts[:, usable].sum(axis=0)
     assert pixels.min() > 5000
     assert np.abs(got - expected).max() < 0.03
+
+
+WV = REALDATA / "chesapeake_wv_patches"
+
+
+@pytest.mark.skipif(not WV.is_dir(), reason=f"real data not found under {WV}")
+def test_real_chesapeake_patches():
+    """Real 1 m NLCD + Chesapeake labels (WV): every labelled pixel counted, plausible matrix."""
+    import csv
+
+    with open(WV / "manifest.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    folders = [WV / "train" / r["patch"] for r in rows]
+    tiles = tuple(
+        Tile(
+            d.name,
+            "train",
+            "EPSG:26917",
+            (0, 0, 1, 1),
+            {"lc": d / "lc.tif", "nlcd": d / "nlcd.tif"},
+        )
+        for d in folders
+    )
+    with pytest.warns(UserWarning):
+        coocc = count_cooccurrence(Manifest(tiles), CHESAPEAKE4, progress=False)
+    labelled = sum(int(r[f"lc_{c}"]) for r in rows for c in range(1, 7))
+    assert coocc.counts.sum() == labelled
+    forest = coocc.matrix[:, NLCD_CODES.index(41)]
+    assert forest.argmax() == CHESAPEAKE4.classes.index("tree canopy") and forest.max() > 0.8

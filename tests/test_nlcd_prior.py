@@ -215,3 +215,20 @@ def test_tile_outside_nlcd_is_all_invalid(region, caplog):
         prior, valid = nlcd_prior(_grid(510_000.0, 4_399_950.0, 40, 50), path, _matrix())
     assert not valid.any() and not prior.any()
     assert "no NLCD data" in caplog.text
+
+
+WV = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "chesapeake_wv_patches"
+
+
+@pytest.mark.skipif(not WV.is_dir(), reason=f"real data not found under {WV}")
+def test_real_patch_prior():
+    """A real 1 m NLCD patch (EPSG:26917): valid everywhere, sums to 1, follows the NLCD."""
+    folder = WV / "train" / "m_3708020_sw_17_1_p0"
+    grid = Grid.of(folder / "naip.tif")
+    matrix = np.full((4, 17), 0.25)
+    matrix[:, NLCD_CODES.index(41)] = (0.01, 0.9, 0.05, 0.04)
+    prior, valid = nlcd_prior(grid, folder / "nlcd.tif", matrix)
+    assert valid.all() and prior.shape == (4, 256, 256)
+    assert np.abs(prior.sum(axis=0) - 1).max() < 1e-6
+    forest = read_nlcd_index(folder / "nlcd.tif", grid) == NLCD_CODES.index(41)
+    assert prior[1][forest].mean() > prior[1][~forest].mean()

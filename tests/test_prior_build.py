@@ -28,15 +28,23 @@ def _region_with_nlcd(tmp_path: Path, fake_region: Manifest) -> Manifest:
 def test_nlcd_prior_job(tmp_path: Path, fake_region: Manifest) -> None:
     manifest = _region_with_nlcd(tmp_path, fake_region)
     matrix = np.full((4, 17), 0.25)
-    job = NLCDPriorJob(tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=5.0)
+    job = NLCDPriorJob(
+        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=5.0
+    )
     results = run_tile_jobs(job, manifest, jobs=2)
     assert [r.status for r in results] == ["written", "written", "written", "no_valid"]
     for r, tile in zip(results[:3], manifest, strict=False):
         with rasterio.open(r.path) as src, rasterio.open(tile.layer("naip")) as ref:
             assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
-            assert src.count == 4 and src.dtypes[0] == "float32" and src.descriptions == CHESAPEAKE4.classes
+            assert (
+                src.count == 4
+                and src.dtypes[0] == "float32"
+                and src.descriptions == CHESAPEAKE4.classes
+            )
             tags = src.tags()
-            assert tags["recipe"] == "nlcd" and json.loads(tags["sources"]) == [str(tile.layer("nlcd"))]
+            assert tags["recipe"] == "nlcd" and json.loads(tags["sources"]) == [
+                str(tile.layer("nlcd"))
+            ]
             prior = src.read()
         valid = np.isfinite(prior).all(0)
         assert valid.any()
@@ -50,5 +58,7 @@ def test_nlcd_prior_job(tmp_path: Path, fake_region: Manifest) -> None:
     # idempotent: the same parameters skip, other parameters rebuild
     again = run_tile_jobs(job, manifest.select(tile_ids=["t0"]))
     assert again[0].status == "skipped"
-    other = NLCDPriorJob(tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=6.0)
+    other = NLCDPriorJob(
+        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=6.0
+    )
     assert run_tile_jobs(other, manifest.select(tile_ids=["t0"]))[0].status == "written"

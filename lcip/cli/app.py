@@ -51,7 +51,7 @@ def hydra_app(stage: Callable[[DictConfig], Any]) -> Callable[[], None]:
             sys.argv.append(f"hydra.job.name={stage.__name__}")
         if not (CONFIG_DIR / f"{CONFIG_NAME}.yaml").exists():
             print(
-                f"error: config folder {CONFIG_DIR} has no {CONFIG_NAME}.yaml (set LCIP_CONFIG_DIR)",
+                f"error: {CONFIG_DIR} has no {CONFIG_NAME}.yaml (set LCIP_CONFIG_DIR)",
                 file=sys.stderr,
             )
             sys.exit(2)

@@ -255,6 +255,7 @@ def blur_onehot(
     crop: int = 0,
     dtype: npt.DTypeLike = np.float32,
     threads: int | None = 1,
+    out: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[Any]:
     """Gaussian blur of the one-hot encoding of a label map, exactly and fast.
 
@@ -277,6 +278,8 @@ def blur_onehot(
             setting is restored afterwards). The default 1 suits the many small, largely
             memory-bound products and oversubscribed machines (prior building parallelizes over
             tiles instead); None keeps torch's current setting.
+        out: optional C-contiguous float32/float64 array of the output shape to write into
+            (e.g. a buffer reused across tiles); ``dtype`` is then ``out.dtype``.
 
     Returns:
         (K or M, H - 2 crop, W - 2 crop) array of blurred layers. Layers that are zero
@@ -293,7 +296,9 @@ def blur_onehot(
     w_mat = np.eye(num_classes) if weights is None else np.asarray(weights, dtype=np.float64)
     if w_mat.ndim != 2 or w_mat.shape[1] != num_classes:
         raise ValueError(f"weights must have shape (M, {num_classes}), got {w_mat.shape}")
-    out_dtype = np.dtype(dtype)
+    out_dtype = np.dtype(dtype) if out is None else out.dtype
+    if out_dtype not in (np.float32, np.float64):
+        raise ValueError(f"output dtype must be float32 or float64, got {out_dtype}")
 
     row_starts, col_starts = partition(index)
     cell_index = index[np.ix_(row_starts, col_starts)]
@@ -331,16 +336,20 @@ def blur_onehot(
 
     present = np.zeros(num_classes, dtype=bool)
     present[np.unique(cell_index)] = True
-    out = np.zeros(
-        (w_mat.shape[0], rows.out_stop - rows.out_start, cols.out_stop - cols.out_start),
-        dtype=out_dtype,
-    )
+    shape = (w_mat.shape[0], rows.out_stop - rows.out_start, cols.out_stop - cols.out_start)
+    zeroed = out is None
+    if out is None:
+        out = np.zeros(shape, dtype=out_dtype)  # absent layers stay untouched zero pages
+    elif out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous array of shape {shape}, got {out.shape}")
     mats: dict[tuple[str, int], tuple[int, int, torch.Tensor]] = {}
     tmp: torch.Tensor | None = None
     with torch.no_grad(), _torch_threads(threads):
         for m in range(w_mat.shape[0]):
             if not np.any(w_mat[m, present]):
-                continue  # layer is zero everywhere
+                if not zeroed:
+                    out[m] = 0  # layer is zero everywhere
+                continue
             cells = torch.from_numpy(w_mat[m].astype(out_dtype)[cell_index])
             if transpose:
                 if tmp is None:
