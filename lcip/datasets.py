@@ -129,13 +129,13 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         """Read one window ``(tile, row, col, height, width)`` (boundless past the tile edge)."""
         tile_index, row, col, h, w = key
         window = Window(col, row, w, h)
-        image = (
-            self.read(tile_index, self.layers.image, window).astype(np.float32) / self.image_scale
-        )
-        valid = np.ones((h, w), dtype=bool)
+        image = self.read(tile_index, self.layers.image, window, fill=np.nan).astype(np.float32)
+        image /= self.image_scale
         if self.layers.extra:
             extra = [self.read(tile_index, n, window).astype(np.float32) for n in self.layers.extra]
             image = np.concatenate([image, *extra], axis=0)
+        valid = np.isfinite(image).all(axis=0)
+        image[:, ~valid] = 0.0
         sample: dict[str, Tensor] = {"image": torch.from_numpy(image)}
         if self.layers.prior:
             prior = self.read(tile_index, self.layers.prior, window, fill=np.nan).astype(np.float32)

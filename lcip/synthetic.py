@@ -256,6 +256,11 @@ class RegionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "origin", (float(self.origin[0]), float(self.origin[1])))
+        # plain containers (e.g. not OmegaConf ones from a Hydra config)
+        if isinstance(self.splits, Mapping):
+            object.__setattr__(self, "splits", {k: str(v) for k, v in self.splits.items()})
+        elif self.splits is not None and not isinstance(self.splits, str):
+            object.__setattr__(self, "splits", tuple(str(v) for v in self.splits))
         object.__setattr__(
             self, "nlcd_offset_m", (int(self.nlcd_offset_m[0]), int(self.nlcd_offset_m[1]))
         )
@@ -1773,8 +1778,8 @@ def _render(
     f_per = rng.uniform(4, 9, n_f)
     f_amp = np.where(np.asarray(ftype) == 1, 0.06, 0.025) * (rng.random(n_f) < 0.7)
     stripes = (
-        (2 * np.pi * np.cos(f_ang) / f_per).astype(np.float32),
-        (2 * np.pi * np.sin(f_ang) / f_per).astype(np.float32),
+        (np.cos(f_ang) / f_per).astype(np.float32),
+        (np.sin(f_ang) / f_per).astype(np.float32),
         (tex * f_amp).astype(np.float32),
     )
     out = np.empty((4, H, W), np.uint8)
@@ -1856,14 +1861,19 @@ def _render_strip(
     # crop rows / mowing stripes in fields
     ax, ay, amp = stripes
     n_f = field_ids.size
-    fk = fid % np.int32(n_f)
+    fk = fid.astype(np.intp)
     xx = np.arange(origin[1], origin[1] + lc.shape[1], dtype=np.float32)[None, :]
     yy = np.arange(origin[0], origin[0] + lc.shape[0], dtype=np.float32)[:, None]
-    tmp = ax[fk]
+    tmp = np.take(ax, fk, mode="clip")
     tmp *= xx
-    tmp += ay[fk] * yy
-    np.sin(tmp, out=tmp)
-    tmp *= amp[fk]
+    tmp += np.take(ay, fk, mode="clip") * yy
+    # triangle wave of the phase (in cycles), in [-1, 1]
+    tmp -= np.floor(tmp)
+    tmp -= np.float32(0.5)
+    np.abs(tmp, out=tmp)
+    tmp *= np.float32(4)
+    tmp -= np.float32(1)
+    tmp *= np.take(amp, fk, mode="clip")
     tmp *= (obj >= field_ids[0]) & (obj < field_ids[0] + n_f)
     mult += tmp
     del tmp, fk

@@ -188,12 +188,13 @@ def prior_from_index(
     denom = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=validity, crop=crop)[0]
     valid &= denom > 0
     prior = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=weights, crop=crop)
-    eps = np.float32(params.smoothing)
-    if eps > 0:
-        prior += eps * denom
-    total = prior.sum(axis=0)
-    np.divide(prior, total, out=prior, where=valid & (total > 0))
-    prior *= valid  # invalid pixels (and 0/0 without smoothing) -> 0
+    # prior_l = (B_l + eps V) / sum_k (B_k + eps V), in place (tiles are large).
+    denom *= np.float32(params.smoothing)
+    prior += denom
+    total = np.sum(prior, axis=0, out=denom)
+    valid &= total > 0
+    np.divide(prior, total, out=prior, where=valid)
+    prior *= valid  # invalid pixels -> 0
     return prior, valid
 
 
