@@ -52,11 +52,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +207,8 @@ def _blur_cells(
 
     ``mats`` caches the fold matrices of each chunk across layers.
     """
+    import torch
+
     dtype = out.dtype
     # Pass 1 (columns): U = cells @ A_c.T, shape (row segments, output columns).
     u = torch.empty((rows.count, cols.out_stop - cols.out_start), dtype=dtype)
@@ -234,6 +238,8 @@ def _blur_cells(
 @contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count (None: leave it)."""
+    import torch
+
     if threads is None or threads == torch.get_num_threads():
         yield
         return
@@ -321,6 +327,8 @@ def blur_onehot(
         )
     else:
         logger.debug("blur: %d row x %d column segments", rows.count, cols.count)
+
+    import torch  # imported here: modules that only read NLCD need not load torch
 
     kernel = gaussian_kernel1d(sigma, truncate)
     radius = (len(kernel) - 1) // 2

@@ -170,7 +170,8 @@ def prior_from_index(
 
     Returns:
         (prior, valid): float32 (C, H - 2 crop, W - 2 crop) summing to 1 over classes on
-        valid pixels and 0 elsewhere; bool (H - 2 crop, W - 2 crop).
+        valid pixels and 0 elsewhere; bool (H - 2 crop, W - 2 crop), False where the NLCD is
+        nodata (or, possible only without smoothing, where every class has zero prior).
     """
     params = params or NLCDPriorParams()
     matrix = _as_matrix(cooccurrence)
