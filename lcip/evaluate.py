@@ -8,16 +8,17 @@ FN); mIoU = mean of IoU over classes that occur in the labels or the predictions
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from tqdm.auto import tqdm
 
+from lcip.atomic import write_text
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
 from lcip.manifest import Manifest
@@ -150,25 +151,18 @@ class Evaluation:
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
         """Write ``evaluation.md`` and ``evaluation.csv`` atomically; returns their paths."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        md = _atomic_text(out_dir / "evaluation.md", self.markdown())
-        rows = self.rows()
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        csv_path = out_dir / "evaluation.csv"
-        os.replace(tmp, csv_path)
+        md = write_text(out_dir / "evaluation.md", self.markdown())
+        csv_path = write_text(out_dir / "evaluation.csv", rows_to_csv(self.rows()))
         return md, csv_path
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text of table rows (header from the first row's keys)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def evaluate_manifest(

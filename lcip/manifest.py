@@ -18,12 +18,13 @@ Every stage reads a manifest and writes one that adds the layers it produced.
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lcip.atomic import write_text
 from lcip.errors import ManifestError
 
 #: Columns every manifest has, in this order.
@@ -238,29 +239,25 @@ class Manifest:
         meta_cols: dict[str, None] = {}
         for t in self.tiles:
             meta_cols.update(dict.fromkeys(t.meta))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow([*CORE_COLUMNS, *layer_cols, *meta_cols])
-                for t in self.tiles:
-                    writer.writerow(
-                        [
-                            t.tile_id,
-                            t.split,
-                            t.crs,
-                            *(repr(float(b)) for b in t.bounds),
-                            *(
-                                _relative(path.parent, t.layers[c]) if c in t.layers else ""
-                                for c in layer_cols
-                            ),
-                            *(t.meta.get(c, "") for c in meta_cols),
-                        ]
-                    )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([*CORE_COLUMNS, *layer_cols, *meta_cols])
+        for t in self.tiles:
+            layers = [
+                _relative(path.parent, t.layers[c]) if c in t.layers else "" for c in layer_cols
+            ]
+            bounds = [repr(float(b)) for b in t.bounds]
+            writer.writerow(
+                [
+                    t.tile_id,
+                    t.split,
+                    t.crs,
+                    *bounds,
+                    *layers,
+                    *(t.meta.get(c, "") for c in meta_cols),
+                ]
+            )
+        write_text(path, buf.getvalue())
         return path
 
 

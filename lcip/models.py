@@ -26,6 +26,8 @@ class FCN(nn.Module):
         kernel_sizes: kernel size of every hidden layer (an int), or one per layer.
         num_layers: number of hidden layers when both widths and kernel sizes are ints.
         negative_slope: LeakyReLU slope.
+        batch_norm: add a BatchNorm after every hidden convolution (not in the paper's FCN;
+            it makes small CPU runs converge in far fewer steps).
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class FCN(nn.Module):
         kernel_sizes: int | Sequence[int] = 3,
         num_layers: int = 5,
         negative_slope: float = 0.01,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         n = _depth(num_filters, kernel_sizes, num_layers)
@@ -46,10 +49,10 @@ class FCN(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_channels
         for width, k in zip(widths, kernels, strict=True):
-            layers += [
-                nn.Conv2d(c_in, width, k, padding=k // 2),
-                nn.LeakyReLU(negative_slope, inplace=True),
-            ]
+            layers.append(nn.Conv2d(c_in, width, k, padding=k // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(negative_slope, inplace=True))
             c_in = width
         self.backbone = nn.Sequential(*layers)
         self.last = nn.Conv2d(c_in, classes, kernel_size=1)

@@ -14,7 +14,6 @@ stage reads and writes are derived from the config by the ``*_path`` helpers her
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -28,11 +27,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
+from lcip.atomic import write_text
 from lcip.classes import ClassScheme, get_scheme
 from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec
 from lcip.errors import ConfigError
-from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest, read_class_map
+from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest, read_class_map, rows_to_csv
 from lcip.manifest import Manifest
 from lcip.models import load_state_from_checkpoint
 from lcip.predict import PredictConfig, predict_manifest
@@ -443,15 +443,9 @@ def demo(cfg: DictConfig) -> Path:
         ncols=4,
     )
     table = "\n".join(lines)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "results.md"
-    md.write_text(
-        f"# lcip demo: region {cfg.region.name}, splits {list(cfg.region.eval_splits)}\n\n{table}\n"
-    )
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    title = f"# lcip demo: region {cfg.region.name}, splits {list(cfg.region.eval_splits)}"
+    md = write_text(out_dir / "results.md", f"{title}\n\n{table}\n")
+    write_text(out_dir / "results.csv", rows_to_csv(rows))
     print(
         f"\n{table}\n\nmaps: {cfg.paths.runs}/{cfg.region.name}/*/predictions\n"
         f"quicklook: {out_dir / 'quicklook.png'}"

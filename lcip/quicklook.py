@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from lcip.atomic import atomic_write
 from lcip.classes import IGNORE_INDEX, ClassScheme
 
 
@@ -84,12 +83,5 @@ def save_quicklook(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.5 / (3.3 * rows + 0.5), 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path

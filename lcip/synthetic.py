@@ -57,8 +57,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -79,6 +77,7 @@ from shapely.geometry import LineString, MultiLineString, MultiPolygon, Polygon,
 from shapely.geometry.base import BaseGeometry
 
 from lcip import __version__
+from lcip.atomic import write_text
 from lcip.classes import NLCD_CODES, NLCD_COLORS
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest, Tile
@@ -1931,18 +1930,6 @@ def _render_strip(
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _to_lonlat(region: SyntheticRegion) -> Transformer:
     return Transformer.from_crs(region.layout.canvas.crs, "EPSG:4326", always_xy=True)
 
@@ -2074,9 +2061,9 @@ def write_region(region: SyntheticRegion, out_dir: Path) -> Path:
         colormap=nlcd_cmap,
     )
     osm_path = out_dir / "osm.xml"
-    _atomic_text(osm_path, _osm_xml(region, rng))
+    write_text(osm_path, _osm_xml(region, rng))
     bld_path = out_dir / "buildings.geojson"
-    _atomic_text(bld_path, _buildings_geojson(region, rng))
+    write_text(bld_path, _buildings_geojson(region, rng))
     tick("vectors")
 
     tiles = []
@@ -2138,7 +2125,7 @@ def write_region(region: SyntheticRegion, out_dir: Path) -> Path:
         },
         "stats": region.stats,
     }
-    _atomic_text(out_dir / "region.json", json.dumps(meta, indent=2, default=str) + "\n")
+    write_text(out_dir / "region.json", json.dumps(meta, indent=2, default=str) + "\n")
     return Manifest(tuple(tiles)).write(out_dir / "manifest.csv")
 
 

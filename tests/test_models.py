@@ -45,3 +45,10 @@ def test_warm_start_from_checkpoint(tmp_path) -> None:  # type: ignore[no-untype
         load_state_from_checkpoint(FCN(4, 3, num_filters=16), str(tmp_path / "a.ckpt"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_state_from_checkpoint(dst, str(tmp_path / "none.ckpt"))
+
+
+def test_optional_batch_norm() -> None:
+    net = FCN(4, 3, num_filters=8, num_layers=2, batch_norm=True)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in FCN(4, 3, num_filters=8).modules())
+    assert net(torch.randn(2, 4, 16, 16)).shape == (2, 3, 16, 16)

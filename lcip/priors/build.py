@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ import rasterio
 from tqdm.auto import tqdm
 
 import lcip
+from lcip.atomic import write_text
 from lcip.classes import ClassScheme
 from lcip.manifest import Manifest, Tile
 from lcip.priors.fused import DEFAULT_RADIUS, fuse_prior
@@ -330,11 +330,7 @@ def write_report(
         "no_valid_tiles": [r.tile_id for r in results if r.status == "no_valid"],
         "tiles": [asdict(r) for r in results],
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    path = write_text(out_dir / "report.json", json.dumps(report, indent=1))
     msg = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
     if report["no_valid_tiles"]:
         msg += f" (no valid pixels: {', '.join(report['no_valid_tiles'])})"

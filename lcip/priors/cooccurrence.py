@@ -27,10 +27,8 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +39,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from lcip import __version__
+from lcip.atomic import atomic_write
 from lcip.classes import IGNORE_INDEX, NLCD_CODES, NLCD_NAMES, ClassScheme, get_scheme
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest
@@ -203,12 +202,12 @@ class Cooccurrence:
         """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(
+        atomic_write(
             out / JSON_NAME,
             lambda f: f.write((json.dumps(self.metadata(), indent=2) + "\n").encode()),
         )
-        _atomic_write(out / PNG_NAME, self._plot)
-        _atomic_write(out / CSV_NAME, lambda f: f.write(self.to_csv().encode()))
+        atomic_write(out / PNG_NAME, self._plot)
+        atomic_write(out / CSV_NAME, lambda f: f.write(self.to_csv().encode()))
         return out / CSV_NAME
 
     def _plot(self, f: IO[bytes]) -> None:
@@ -332,18 +331,6 @@ class Cooccurrence:
             created=str(meta.get("created", "")),
             lcip_version=str(meta.get("lcip_version", "")),
         )
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write a file through a temporary file in the same folder, then rename it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def count_pairs(
