@@ -35,6 +35,7 @@ class TileDataModule(L.LightningDataModule):
         num_workers: data loader workers.
         seed: sampling seed.
         image_scale: divisor applied to the imagery (255 for uint8 NAIP).
+        cache: hold tiles in memory after their first read (small regions only).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class TileDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         image_scale: float = 255.0,
+        cache: bool = False,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
@@ -68,6 +70,7 @@ class TileDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.image_scale = image_scale
+        self.cache = cache
         self.train_dataset: TileWindowDataset | None = None
         self.val_dataset: TileWindowDataset | None = None
 
@@ -79,12 +82,13 @@ class TileDataModule(L.LightningDataModule):
                 self.train_layers,
                 self.scheme,
                 self.image_scale,
+                self.cache,
             )
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
             val = self.manifest.select(self.val_splits)
             if len(val):
                 self.val_dataset = TileWindowDataset(
-                    val, self.train_layers, self.scheme, self.image_scale
+                    val, self.train_layers, self.scheme, self.image_scale, self.cache
                 )
 
     def _loader(

@@ -62,6 +62,9 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         scheme: class scheme mapping raw label codes to classes.
         image_scale: divisor applied to the imagery (255 for uint8 NAIP, 1 for float inputs
             such as the NLCD prior bands the learned prior takes). NaN imagery is invalid.
+        cache: hold each layer of a tile in memory after its first read (per worker process).
+            Much faster for small regions (demos, tests); leave off for large ones, where
+            windowed reads keep memory flat.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         layers: LayerSpec,
         scheme: ClassScheme,
         image_scale: float = 255.0,
+        cache: bool = False,
     ) -> None:
         if len(manifest) == 0:
             raise DataError(f"{manifest.path or 'manifest'}: no tiles selected")
@@ -86,7 +90,9 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             )
         if layers.prior:
             self._check_prior_bands()
+        self.cache = cache
         self._handles: dict[tuple[int, str], Any] = {}
+        self._arrays: dict[tuple[int, str], npt.NDArray[Any]] = {}
         self._pid = os.getpid()
 
     def _check_prior_bands(self) -> None:
@@ -107,6 +113,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
     def _src(self, tile_index: int, layer: str) -> Any:
         if os.getpid() != self._pid:  # forked into a worker: do not share handles
             self._handles = {}
+            self._arrays = {}
             self._pid = os.getpid()
         key = (tile_index, layer)
         if key not in self._handles:
@@ -117,10 +124,31 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         self, tile_index: int, layer: str, window: Window, fill: float = 0
     ) -> npt.NDArray[Any]:
         """Read a window of one layer of one tile (boundless, ``fill`` outside the tile)."""
-        data: npt.NDArray[Any] = self._src(tile_index, layer).read(
-            window=window, boundless=True, fill_value=fill
+        if not self.cache:
+            data: npt.NDArray[Any] = self._src(tile_index, layer).read(
+                window=window, boundless=True, fill_value=fill
+            )
+            return data
+        key = (tile_index, layer)
+        if key not in self._arrays:
+            self._arrays[key] = self._src(tile_index, layer).read()
+        full = self._arrays[key]
+        r0, c0, h, w = (
+            int(window.row_off),
+            int(window.col_off),
+            int(window.height),
+            int(window.width),
         )
-        return data
+        H, W = full.shape[1:]
+        if r0 >= 0 and c0 >= 0 and r0 + h <= H and c0 + w <= W:
+            return full[:, r0 : r0 + h, c0 : c0 + w].copy()
+        dtype = np.float32 if (np.isnan(fill) and full.dtype.kind in "iu") else full.dtype
+        out = np.full((full.shape[0], h, w), fill, dtype=dtype)
+        rs, cs = max(r0, 0), max(c0, 0)
+        re, ce = min(r0 + h, H), min(c0 + w, W)
+        if re > rs and ce > cs:
+            out[:, rs - r0 : re - r0, cs - c0 : ce - c0] = full[:, rs:re, cs:ce]
+        return out
 
     def __len__(self) -> int:
         return len(self.manifest)

@@ -85,3 +85,15 @@ def test_datamodule_batches(fake_region: Manifest) -> None:
     assert batches[0]["prior"].shape == (8, 4, 32, 32) and batches[0]["mask"].dtype == torch.bool
     val = list(dm.val_dataloader())  # type: ignore[arg-type]
     assert sum(b["image"].shape[0] for b in val) == 1 and val[0]["image"].shape[-1] == 96
+
+
+def test_cached_reads_equal_windowed_reads(fake_region: Manifest) -> None:
+    plain = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)
+    cached = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4, cache=True)
+    for key in [(1, 4, 10, 32, 40), (0, 0, 0, 96, 96), (2, 70, 80, 32, 32)]:
+        a, b = plain[key], cached[key]
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+    # boundless past the edge: NaN imagery -> invalid, zero-filled
+    edge = cached[(0, 80, 80, 32, 32)]
+    assert not edge["mask"][16:, :].any() and edge["mask"][:16, :16].all()
