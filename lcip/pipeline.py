@@ -234,6 +234,7 @@ def prior(cfg: DictConfig) -> Path:
             crop_size=int(p.crop_size),
             lr=float(p.lr),
             seed=int(cfg.seed),
+            cache=bool(cfg.data.get("cache", False)),
         )
         params = {
             "recipe": "learned",

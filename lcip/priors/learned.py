@@ -97,6 +97,7 @@ def train_learned_prior(
     crop_size: int = 96,
     lr: float = 1e-3,
     seed: int = 0,
+    cache: bool = False,
 ) -> nn.Module:
     """Train the learned prior's network on labelled tiles (cross-entropy).
 
@@ -112,6 +113,7 @@ def train_learned_prior(
         crop_size: crop size.
         lr: AdamW learning rate.
         seed: seed.
+        cache: hold the training tiles in memory (small regions).
 
     Returns:
         the trained network (eval mode).
@@ -132,6 +134,7 @@ def train_learned_prior(
         steps_per_epoch=steps,
         seed=seed,
         image_scale=1.0,
+        cache=cache,
     )
     trainer = L.Trainer(
         accelerator="auto",
