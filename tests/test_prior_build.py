@@ -62,3 +62,28 @@ def test_nlcd_prior_job(tmp_path: Path, fake_region: Manifest) -> None:
         tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=6.0
     )
     assert run_tile_jobs(other, manifest.select(tile_ids=["t0"]))[0].status == "written"
+
+
+def test_fused_job_on_generated_region(tmp_path: Path) -> None:
+    from lcip.priors.build import FusedPriorJob, VectorLayersJob
+    from lcip.priors.cooccurrence import count_cooccurrence
+    from lcip.synthetic import RegionConfig, generate_region
+
+    manifest = Manifest.read(
+        generate_region(RegionConfig(name="t", tiles_x=2, tiles_y=1, tile_size=128), tmp_path)
+    )
+    matrix = count_cooccurrence(
+        manifest, CHESAPEAKE4, nlcd_layer="nlcd_30m", allow_test=True, progress=False
+    ).matrix
+    common = dict(scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd_30m")
+    nlcd = run_tile_jobs(NLCDPriorJob(tmp_path / "nlcd", **common), manifest)  # type: ignore[arg-type]
+    fused = run_tile_jobs(FusedPriorJob(tmp_path / "fused", **common), manifest)  # type: ignore[arg-type]
+    vectors = run_tile_jobs(VectorLayersJob(tmp_path / "vectors"), manifest)
+    for n, f, v in zip(nlcd, fused, vectors, strict=True):
+        with rasterio.open(n.path) as a, rasterio.open(f.path) as b, rasterio.open(v.path) as c:
+            assert a.transform == b.transform == c.transform and b.tags()["recipe"] == "fused"
+            p, q, layers, names = a.read(), b.read(), c.read(), c.descriptions
+        assert layers.dtype == np.uint8 and set(np.unique(layers)) <= {0, 1} and names[1] == "roads"
+        np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-3)
+        roads = layers[1] == 1
+        assert roads.any() and q[3][roads].mean() > p[3][roads].mean() + 0.05

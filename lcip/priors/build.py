@@ -142,6 +142,15 @@ class TileJob:
         return TileResult(tile.tile_id, "written", str(path), fraction, time.perf_counter() - start)
 
 
+def vector_sources(
+    tile: Tile, osm_layer: str | None, buildings_layer: str | None
+) -> tuple[Path | None, Path | None]:
+    """A tile's OSM and building footprint files (None where the layer is unset or absent)."""
+    osm = tile.layers.get(osm_layer) if osm_layer else None
+    buildings = tile.layers.get(buildings_layer) if buildings_layer else None
+    return osm, buildings
+
+
 @dataclass(frozen=True)
 class VectorLayersJob(TileJob):
     """Rasterize buildings, roads, waterways and water bodies (4-band uint8) onto each tile."""
@@ -151,14 +160,9 @@ class VectorLayersJob(TileJob):
 
     count: int = field(default=len(LAYER_NAMES), init=False)
 
-    def _sources(self, tile: Tile) -> tuple[Path | None, Path | None]:
-        osm = tile.layers.get(self.osm_layer) if self.osm_layer else None
-        buildings = tile.layers.get(self.buildings_layer) if self.buildings_layer else None
-        return osm, buildings
-
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The four binary layers (all pixels valid)."""
-        osm, buildings = self._sources(tile)
+        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
         return rasterize_vectors(grid, osm, buildings), np.ones(grid.shape, dtype=bool)
 
     def write(
@@ -171,7 +175,7 @@ class VectorLayersJob(TileJob):
         params: str,
     ) -> None:
         """Write the 4-band layer raster."""
-        osm, buildings = self._sources(tile)
+        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
         write_vector_layers(
             path,
             data,
@@ -267,16 +271,15 @@ class FusedPriorJob(NLCDPriorJob):
     weights: Mapping[str, float] | None = None
     recipe: str = "fused"
 
-    def _vector_sources(self, tile: Tile) -> tuple[Path | None, Path | None]:
-        osm = tile.layers.get(self.osm_layer) if self.osm_layer else None
-        buildings = tile.layers.get(self.buildings_layer) if self.buildings_layer else None
-        return osm, buildings
-
     def sources(self, tile: Tile) -> list[str]:
         """NLCD and vector files."""
         return [
             *super().sources(tile),
-            *(str(p) for p in self._vector_sources(tile) if p is not None),
+            *(
+                str(p)
+                for p in vector_sources(tile, self.osm_layer, self.buildings_layer)
+                if p is not None
+            ),
         ]
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
@@ -284,7 +287,9 @@ class FusedPriorJob(NLCDPriorJob):
         prior, valid = super().compute(tile, grid)
         radius = dict(self.radius) if self.radius else None
         halo = max({**DEFAULT_RADIUS, **(radius or {})}.values())
-        layers = rasterize_vectors(grid.expand(halo), *self._vector_sources(tile))
+        layers = rasterize_vectors(
+            grid.expand(halo), *vector_sources(tile, self.osm_layer, self.buildings_layer)
+        )
         fused = fuse_prior(
             prior,
             layers,
