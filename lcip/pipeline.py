@@ -33,9 +33,10 @@ from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec
 from lcip.errors import ConfigError
 from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest, read_class_map, rows_to_csv
+from lcip.inference import WindowConfig
 from lcip.manifest import Manifest
 from lcip.models import load_state_from_checkpoint
-from lcip.predict import PredictConfig, predict_manifest
+from lcip.predict import predict_manifest
 from lcip.priors.build import (
     FusedPriorJob,
     NLCDPriorJob,
@@ -338,7 +339,7 @@ def predict(cfg: DictConfig) -> Path:
         LayerSpec(cfg.region.image_layer, prior_layer(cfg.prior.name), None),
         scheme,
         out_dir,
-        PredictConfig(
+        WindowConfig(
             window=p.window,
             margin=p.margin,
             batch_size=p.batch_size,

@@ -6,10 +6,11 @@ import torch
 
 from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
 from lcip.datasets import LayerSpec
+from lcip.inference import WindowConfig
 from lcip.losses import implied_posterior, log_denominator, log_prior, log_probs
 from lcip.manifest import Manifest
 from lcip.models import FCN
-from lcip.predict import PredictConfig, predict_manifest
+from lcip.predict import predict_manifest
 from lcip.raster import Grid, read_on_grid
 
 
@@ -17,7 +18,7 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     torch.manual_seed(0)
     model = FCN(4, 4, num_filters=6, num_layers=3).eval()
     tiles = fake_region.select(tile_ids=["t1"])  # has nodata rows
-    cfg = PredictConfig(window=40, batch_size=3)  # margin = 8: many overlapping windows
+    cfg = WindowConfig(window=40, batch_size=3)  # margin = 8: many overlapping windows
     out = predict_manifest(
         model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg
     )

@@ -26,8 +26,8 @@ from lcip.classes import ClassScheme
 from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec, TileWindowDataset
 from lcip.errors import ConfigError
+from lcip.inference import WindowConfig, sliding_window_log_probs
 from lcip.manifest import Manifest
-from lcip.predict import PredictConfig, window_log_probs
 from lcip.priors.build import TileResult, _params_tag, _up_to_date, write_prior
 from lcip.tasks import SupervisedTask
 
@@ -191,7 +191,7 @@ def write_learned_priors(
     dataset = TileWindowDataset(
         manifest, LayerSpec(input_layers[0], None, None, (input_layers[1],)), scheme, 1.0
     )
-    cfg = PredictConfig(window=window, smoothing=smoothing, device=device)
+    cfg = WindowConfig(window=window, smoothing=smoothing, device=device)
     results = []
     for i, tile in enumerate(manifest):
         start = time.perf_counter()
@@ -206,7 +206,7 @@ def write_learned_priors(
             continue
         prior = np.full((scheme.num_classes, *grid.shape), np.nan, dtype=np.float32)
         valid = np.zeros(grid.shape, dtype=bool)
-        for w, log_q, v in window_log_probs(model, dataset, i, cfg):
+        for w, log_q, v in sliding_window_log_probs(model, dataset, i, cfg):
             rows = slice(int(w.row_off), int(w.row_off + w.height))
             cols = slice(int(w.col_off), int(w.col_off + w.width))
             prior[:, rows, cols] = log_q.exp().numpy()

@@ -1,0 +1,137 @@
+"""Sliding-window inference over whole tiles, equal to running the network on the whole tile.
+
+Shared by prediction (:mod:`lcip.predict`) and the learned prior
+(:mod:`lcip.priors.learned`): the network runs on overlapping windows and only each window's
+centre is kept (a margin of at least half the receptive field is dropped where a neighbouring
+window covers it), so the stitched output equals whole-tile inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from rasterio.windows import Window
+from torch import nn
+from tqdm.auto import tqdm
+
+from lcip.datasets import TileWindowDataset
+from lcip.losses import log_probs
+from lcip.raster import Grid
+from lcip.samplers import grid_starts
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Sliding-window settings.
+
+    Args:
+        window: window size in pixels.
+        margin: pixels dropped at each inner window edge (None: half the receptive field,
+            at least 8).
+        batch_size: windows per forward pass.
+        smoothing: additive smoothing of the output probabilities.
+        device: torch device.
+    """
+
+    window: int = 512
+    margin: int | None = None
+    batch_size: int = 4
+    smoothing: float = 1e-4
+    device: str = "cpu"
+
+
+def receptive_field(model: nn.Module) -> int:
+    """Receptive field of a network in pixels (its ``receptive_field`` attribute if it has one).
+
+    Otherwise computed for a stack of stride-1 convolutions: ``1 + sum(kernel - 1)``.
+    """
+    rf = getattr(model, "receptive_field", None)
+    if isinstance(rf, int):
+        return rf
+    return 1 + sum(int(m.kernel_size[0]) - 1 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def tile_windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, Window]]:
+    """(read window, write window) pairs tiling the grid.
+
+    Write windows of ``size - 2 * margin`` px tile the grid; each read window is its write
+    window grown by ``margin`` and clipped to the grid, so that at the tile's edges the network
+    sees the same zero padding as on the whole tile.
+
+    Args:
+        grid: the tile's grid.
+        size: read window size.
+        margin: pixels of context on each inner side.
+
+    Yields:
+        (read window, write window).
+    """
+    inner = size - 2 * margin
+    if inner <= 0:
+        raise ValueError(f"window {size} too small for margin {margin}")
+    for r0 in grid_starts(grid.height, inner, inner):
+        for c0 in grid_starts(grid.width, inner, inner):
+            h = min(inner, grid.height - r0)
+            w = min(inner, grid.width - c0)
+            top, left = max(0, r0 - margin), max(0, c0 - margin)
+            bottom, right = min(grid.height, r0 + h + margin), min(grid.width, c0 + w + margin)
+            yield Window(left, top, right - left, bottom - top), Window(c0, r0, w, h)
+
+
+def _batches(
+    windows: list[tuple[Window, Window]], batch_size: int
+) -> Iterator[list[tuple[Window, Window]]]:
+    """Consecutive windows grouped into batches of equal read-window shape."""
+    batch: list[tuple[Window, Window]] = []
+    for pair in windows:
+        if batch and (len(batch) == batch_size or _shape(batch[0][0]) != _shape(pair[0])):
+            yield batch
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield batch
+
+
+def _shape(w: Window) -> tuple[int, int]:
+    return int(w.height), int(w.width)
+
+
+def _offsets(w: Window) -> tuple[int, int]:
+    return int(w.row_off), int(w.col_off)
+
+
+def sliding_window_log_probs(
+    model: nn.Module, dataset: TileWindowDataset, tile_index: int, cfg: WindowConfig
+) -> Iterator[tuple[Window, torch.Tensor, torch.Tensor]]:
+    """Run a network over a tile with overlapping windows.
+
+    Yields, for write windows that tile the grid, ``(window, log_q, valid)``: the smoothed
+    log-probabilities (C x h x w, float32 on the CPU) of the window's centre and its valid
+    mask (h x w). The stitched result equals running the network on the whole tile.
+
+    Args:
+        model: network (logits), in eval mode, on ``cfg.device``.
+        dataset: dataset over the tiles.
+        tile_index: index of the tile in the dataset's manifest.
+        cfg: sliding-window settings.
+    """
+    grid = dataset.grids[tile_index]
+    margin = cfg.margin if cfg.margin is not None else max(8, receptive_field(model) // 2)
+    windows = list(tile_windows(grid, cfg.window, margin))
+    tile_id = dataset.manifest.tiles[tile_index].tile_id
+    device = torch.device(cfg.device)
+    for chunk in tqdm(list(_batches(windows, cfg.batch_size)), desc=tile_id, leave=False):
+        samples = [dataset[(tile_index, *_offsets(rw), *_shape(rw))] for rw, _ in chunk]
+        with torch.inference_mode():
+            logits = model(torch.stack([x["image"] for x in samples]).to(device)).float().cpu()
+        for (rw, ww), sample, log_q in zip(
+            chunk, samples, log_probs(logits, "logits", cfg.smoothing), strict=True
+        ):
+            r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
+            rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
+            yield ww, log_q[:, rows, cols], sample["mask"][rows, cols]
+
+
+__all__ = ["WindowConfig", "receptive_field", "sliding_window_log_probs", "tile_windows"]
