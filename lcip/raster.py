@@ -400,3 +400,32 @@ def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | Non
     except Exception:
         return False
     return True
+
+
+def valid_imagery(
+    data: npt.NDArray[Any], nodata: float | None = None, zero_is_nodata: bool = True
+) -> npt.NDArray[np.bool_]:
+    """Which pixels of an imagery window hold data.
+
+    A pixel is invalid when any band is NaN, when every band equals the raster's ``nodata``
+    value, or, for rasters with no nodata value and ``zero_is_nodata``, when every band is 0
+    (NAIP mosaics fill areas outside the flight lines with black).
+
+    Args:
+        data: (bands, height, width) imagery.
+        nodata: the raster's nodata value (None if it has none).
+        zero_is_nodata: treat all-zero pixels as nodata when ``nodata`` is None.
+
+    Returns:
+        bool (height, width), True where the pixel holds data.
+    """
+    valid: npt.NDArray[np.bool_] = (
+        ~np.isnan(data).any(axis=0)
+        if data.dtype.kind == "f"
+        else (np.ones(data.shape[1:], dtype=bool))
+    )
+    if nodata is not None and not np.isnan(nodata):
+        valid &= ~(data == nodata).all(axis=0)
+    elif nodata is None and zero_is_nodata:
+        valid &= (data != 0).any(axis=0)
+    return valid
