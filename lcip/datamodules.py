@@ -12,8 +12,54 @@ from torch.utils.data import DataLoader
 
 from lcip.classes import ClassScheme, get_scheme
 from lcip.datasets import LayerSpec, TileWindowDataset, collate_windows
+from lcip.errors import ConfigError
 from lcip.manifest import Manifest
 from lcip.samplers import GridCropSampler, RandomCropSampler
+
+
+class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
+    """A training loader whose position inside the epoch is saved in Lightning checkpoints.
+
+    Lightning stores the ``state_dict`` of a loader that has one in every checkpoint and hands
+    it back to ``load_state_dict`` when a run resumes; the loader then tells its
+    :class:`RandomCropSampler` to skip the crops the interrupted run already used, so a resumed
+    run sees exactly the batches an uninterrupted one would have.
+
+    Args:
+        dataset: the dataset.
+        sampler: the random crop sampler.
+        batch_size: crops per batch.
+        **kwargs: further :class:`~torch.utils.data.DataLoader` arguments.
+    """
+
+    sampler: RandomCropSampler
+
+    def __init__(
+        self,
+        dataset: TileWindowDataset,
+        sampler: RandomCropSampler,
+        batch_size: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
+        self._served = 0
+
+    def __iter__(self) -> Any:
+        """Batches of the current epoch (the rest of it, when resuming)."""
+        self._served = 0
+        for i, batch in enumerate(super().__iter__()):
+            if i == 0:  # the sampler has started: it knows how many crops it skipped
+                self._served = self.sampler.offset // (self.batch_size or 1)
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch and the number of batches already served in it."""
+        return {"epoch": self.sampler.epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume inside the epoch a checkpoint was taken in."""
+        self.sampler.resume(int(state["epoch"]), int(state["batches"]) * (self.batch_size or 1))
 
 
 class TileDataModule(L.LightningDataModule):
@@ -36,6 +82,10 @@ class TileDataModule(L.LightningDataModule):
         seed: sampling seed.
         image_scale: divisor applied to the imagery (255 for uint8 NAIP).
         cache: hold tiles in memory after their first read (small regions only).
+        zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
+
+    Validation crops partition each validation tile (no overlap, boundless at the edges), so
+    per-tile sums over the validation set cover every pixel once, as prediction does.
     """
 
     def __init__(
@@ -56,6 +106,7 @@ class TileDataModule(L.LightningDataModule):
         seed: int = 0,
         image_scale: float = 255.0,
         cache: bool = False,
+        zero_is_nodata: bool = True,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
@@ -71,54 +122,64 @@ class TileDataModule(L.LightningDataModule):
         self.seed = seed
         self.image_scale = image_scale
         self.cache = cache
+        self.zero_is_nodata = zero_is_nodata
         self.train_dataset: TileWindowDataset | None = None
         self.val_dataset: TileWindowDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Open the datasets of the requested stage."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = TileWindowDataset(
-                self.manifest.select(self.train_splits),
-                self.train_layers,
-                self.scheme,
-                self.image_scale,
-                self.cache,
-            )
+            self.train_dataset = self._dataset(self.train_splits)
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
-            val = self.manifest.select(self.val_splits)
-            if len(val):
-                self.val_dataset = TileWindowDataset(
-                    val, self.train_layers, self.scheme, self.image_scale, self.cache
-                )
+            if len(self.manifest.select(self.val_splits)):
+                self.val_dataset = self._dataset(self.val_splits)
 
-    def _loader(
-        self, dataset: TileWindowDataset, sampler: Any
-    ) -> DataLoader[dict[str, torch.Tensor]]:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_windows,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+    def _dataset(self, splits: Sequence[str]) -> TileWindowDataset:
+        return TileWindowDataset(
+            self.manifest.select(splits),
+            self.train_layers,
+            self.scheme,
+            self.image_scale,
+            self.cache,
+            self.zero_is_nodata,
         )
 
-    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "collate_fn": collate_windows,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> ResumableDataLoader:
         """Batches of random crops, each crop from a randomly drawn training tile."""
         assert self.train_dataset is not None, "call setup('fit') first"
+        shapes = self.train_dataset.tile_shapes
+        small = [
+            t.tile_id
+            for t, (h, w) in zip(self.train_dataset.manifest, shapes, strict=True)
+            if min(h, w) < self.crop_size
+        ]
+        if small:
+            raise ConfigError(
+                f"data.crop_size={self.crop_size}: larger than training tile(s) {small[:5]} "
+                f"(smallest side {min(min(s) for s in shapes)} px)"
+            )
         sampler = RandomCropSampler(
-            self.train_dataset.tile_shapes,
-            self.crop_size,
-            self.steps_per_epoch * self.batch_size,
-            self.seed,
+            shapes, self.crop_size, self.steps_per_epoch * self.batch_size, self.seed
         )
-        return self._loader(self.train_dataset, sampler)
+        return ResumableDataLoader(
+            self.train_dataset, sampler, self.batch_size, **self._loader_kwargs()
+        )
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]] | list[Any]:
-        """Batches of grid crops covering the validation tiles."""
+        """Batches of non-overlapping crops covering each validation tile once."""
         if self.val_dataset is None:
             return []
-        size = min(self.val_crop_size, *(min(s) for s in self.val_dataset.tile_shapes))
-        sampler = GridCropSampler(self.val_dataset.tile_shapes, size)
-        return self._loader(self.val_dataset, sampler)
+        shapes = self.val_dataset.tile_shapes
+        size = min(self.val_crop_size, max(max(s) for s in shapes))
+        sampler = GridCropSampler(shapes, size, partition=True)
+        return DataLoader(
+            self.val_dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs()
+        )

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
 from lcip.manifest import Manifest
-from lcip.raster import Grid, check_same_grid, open_raster
+from lcip.raster import Grid, check_same_grid, open_raster, valid_imagery
 
 #: A sample key: (tile index, row offset, column offset, height, width).
 WindowKey = tuple[int, int, int, int, int]
@@ -51,10 +51,16 @@ class LayerSpec:
 class TileWindowDataset(Dataset[dict[str, Tensor]]):
     """Windows of fixed size from the tiles of a manifest.
 
-    Each sample is a dict with ``image`` (float32, bands x h x w), and when configured
-    ``prior`` (float32, C x h x w, zeros where invalid), ``mask`` (bool, h x w: pixel has
-    finite imagery and, when a prior is read, a valid prior) and ``label`` (int64, h x w,
-    :data:`IGNORE_INDEX` where unlabelled).
+    Each sample is a dict with ``image`` (float32, bands x h x w, zeros where invalid),
+    ``tile`` (int64 scalar: the tile's index in the manifest), and when configured ``prior``
+    (float32, C x h x w, zeros where invalid), ``mask`` (bool, h x w) and ``label`` (int64,
+    h x w, :data:`IGNORE_INDEX` where unlabelled).
+
+    A pixel is valid (``mask``) when it lies inside the tile, its imagery holds data (see
+    :func:`lcip.raster.valid_imagery`: not NaN, not the raster's nodata value, and not all-zero
+    when the raster declares no nodata and ``zero_is_nodata``), its extra layers are finite
+    and, when a prior is read, its prior is finite. Invalid pixels take no part in losses,
+    denominators or metrics.
 
     Args:
         manifest: the tiles to read.
@@ -65,6 +71,8 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         cache: hold each layer of a tile in memory after its first read (per worker process).
             Much faster for small regions (demos, tests); leave off for large ones, where
             windowed reads keep memory flat.
+        zero_is_nodata: treat all-zero imagery pixels as nodata when the imagery raster
+            declares no nodata value (NAIP fills areas outside flight lines with black).
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         scheme: ClassScheme,
         image_scale: float = 255.0,
         cache: bool = False,
+        zero_is_nodata: bool = True,
     ) -> None:
         if len(manifest) == 0:
             raise DataError(f"{manifest.path or 'manifest'}: no tiles selected")
@@ -88,8 +97,13 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             self.grids.append(
                 check_same_grid({n: tile.layer(n) for n in names}, f"tile {tile.tile_id}")
             )
+        self.image_nodata: list[float | None] = []
+        for tile in manifest:
+            with open_raster(tile.layer(layers.image)) as src:
+                self.image_nodata.append(src.nodata)
         if layers.prior:
             self._check_prior_bands()
+        self.zero_is_nodata = zero_is_nodata
         self.cache = cache
         self._handles: dict[tuple[int, str], Any] = {}
         self._arrays: dict[tuple[int, str], npt.NDArray[Any]] = {}
@@ -157,25 +171,41 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         """Read one window ``(tile, row, col, height, width)`` (boundless past the tile edge)."""
         tile_index, row, col, h, w = key
         window = Window(col, row, w, h)
-        image = self.read(tile_index, self.layers.image, window, fill=np.nan).astype(np.float32)
+        raw = self.read(tile_index, self.layers.image, window, fill=np.nan)
+        valid = self._inside(tile_index, row, col, h, w)
+        valid &= valid_imagery(raw, self.image_nodata[tile_index], self.zero_is_nodata)
+        image = raw.astype(np.float32)
         image /= self.image_scale
         if self.layers.extra:
             extra = [self.read(tile_index, n, window).astype(np.float32) for n in self.layers.extra]
             image = np.concatenate([image, *extra], axis=0)
-        valid = np.isfinite(image).all(axis=0)
+        valid &= np.isfinite(image).all(axis=0)
         image[:, ~valid] = 0.0
-        sample: dict[str, Tensor] = {"image": torch.from_numpy(image)}
+        sample: dict[str, Tensor] = {
+            "image": torch.from_numpy(image),
+            "tile": torch.tensor(tile_index, dtype=torch.int64),
+        }
         if self.layers.prior:
             prior = self.read(tile_index, self.layers.prior, window, fill=np.nan).astype(np.float32)
             valid &= np.isfinite(prior).all(axis=0)
             prior[:, ~valid] = 0.0
             sample["prior"] = torch.from_numpy(prior)
         if self.layers.label:
-            raw = self.read(tile_index, self.layers.label, window)[0]
-            label = self.scheme.map_labels(raw).astype(np.int64)
+            raw_label = self.read(tile_index, self.layers.label, window)[0]
+            label = self.scheme.map_labels(raw_label).astype(np.int64)
             sample["label"] = torch.from_numpy(label)
         sample["mask"] = torch.from_numpy(valid)
         return sample
+
+    def _inside(self, tile_index: int, row: int, col: int, h: int, w: int) -> npt.NDArray[np.bool_]:
+        """Which pixels of a window lie inside the tile."""
+        height, width = self.grids[tile_index].shape
+        rows = np.arange(row, row + h)
+        cols = np.arange(col, col + w)
+        inside: npt.NDArray[np.bool_] = ((rows >= 0) & (rows < height))[:, None] & (
+            (cols >= 0) & (cols < width)
+        )[None, :]
+        return inside
 
 
 def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:

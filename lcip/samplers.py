@@ -23,6 +23,10 @@ class RandomCropSampler(Sampler[WindowKey]):
         size: crop size in pixels (crops lie fully inside their tile).
         length: number of crops per epoch.
         seed: base seed; epoch ``e`` uses ``seed + e`` (call :meth:`set_epoch`).
+
+    The crops of an epoch depend only on ``seed`` and the epoch, so a run resumed from a
+    mid-epoch checkpoint can continue exactly where it stopped: :meth:`resume` makes the next
+    pass over that epoch skip the crops already used.
     """
 
     def __init__(
@@ -40,18 +44,36 @@ class RandomCropSampler(Sampler[WindowKey]):
             [(h - size + 1) * (w - size + 1) for h, w in self.tile_shapes], dtype=np.float64
         )
         self.weights = areas / areas.sum()
+        self._resume: tuple[int, int] | None = None
+        #: Crops skipped at the start of the current pass (non-zero only when resuming).
+        self.offset = 0
+
+    def resume(self, epoch: int, offset: int) -> None:
+        """Make the next pass over ``epoch`` start at crop ``offset`` (a resumed run).
+
+        Args:
+            epoch: the epoch the checkpoint was taken in.
+            offset: crops of that epoch already used.
+        """
+        self._resume = (epoch, offset)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (changes the crops drawn)."""
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[WindowKey]:
+        self.offset = 0
+        if self._resume is not None:
+            epoch, offset = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                self.offset = min(offset, self.length)
         rng = np.random.default_rng(self.seed + self.epoch)
         tiles = rng.choice(len(self.tile_shapes), size=self.length, p=self.weights)
         shapes = np.asarray(self.tile_shapes)[tiles]
         rows = (rng.random(self.length) * (shapes[:, 0] - self.size + 1)).astype(int)
         cols = (rng.random(self.length) * (shapes[:, 1] - self.size + 1)).astype(int)
-        for t, r, c in zip(tiles, rows, cols, strict=True):
+        for t, r, c in list(zip(tiles, rows, cols, strict=True))[self.offset :]:
             yield (int(t), int(r), int(c), self.size, self.size)
 
     def __len__(self) -> int:
@@ -59,23 +81,33 @@ class RandomCropSampler(Sampler[WindowKey]):
 
 
 class GridCropSampler(Sampler[WindowKey]):
-    """Crops on a regular grid covering every tile (the last row/column flush with the edge).
+    """Crops on a regular grid covering every tile.
+
+    By default the last row/column of crops is flush with the tile's edge (crops may overlap
+    there). With ``partition=True`` the crops do not overlap: the last ones extend past the
+    edge (read boundless; those pixels are invalid), so every pixel of a tile is in exactly one
+    crop, as validation needs when it sums over a whole tile.
 
     Args:
         tile_shapes: (height, width) of each tile.
         size: crop size.
         stride: step between crops (``size`` for no overlap).
+        partition: non-overlapping crops covering each tile exactly once.
     """
 
     def __init__(
-        self, tile_shapes: Sequence[tuple[int, int]], size: int, stride: int | None = None
+        self,
+        tile_shapes: Sequence[tuple[int, int]],
+        size: int,
+        stride: int | None = None,
+        partition: bool = False,
     ) -> None:
         self.keys: list[WindowKey] = []
-        step = stride or size
+        step = size if partition else (stride or size)
         for t, (h, w) in enumerate(tile_shapes):
-            for r in grid_starts(h, size, step):
-                for c in grid_starts(w, size, step):
-                    self.keys.append((t, r, c, size, size))
+            rows = range(0, h, size) if partition else grid_starts(h, size, step)
+            cols = range(0, w, size) if partition else grid_starts(w, size, step)
+            self.keys += [(t, r, c, size, size) for r in rows for c in cols]
 
     def __iter__(self) -> Iterator[WindowKey]:
         return iter(self.keys)

@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
-from lcip.losses import build_loss, implied_posterior, log_denominator, log_prior, log_probs
+from lcip.losses import build_loss, implied_posterior, log_prior, log_probs
 from lcip.models import load_state_from_checkpoint
 
 #: Losses that can fall into degenerate solutions from scratch; they get a CE warm-up by default.
@@ -26,7 +26,14 @@ class ImplicitPosteriorTask(L.LightningModule):
 
     Logs ``train/loss``, and on validation ``val/loss`` plus accuracy and mIoU of both outputs:
     ``val/q_acc``, ``val/q_miou`` (the network) and ``val/r_acc``, ``val/r_miou`` (the implied
-    posterior, denominator over the validation batch). Labels are used only for these metrics.
+    posterior). Labels are used only for these metrics.
+
+    The validation ``r`` uses the denominator scope of prediction (:mod:`lcip.predict`): the
+    mean of ``q`` over each validation *tile's* valid pixels, not over one batch. The sums are
+    accumulated per tile during the validation pass (whose crops partition each tile), then a
+    second pass over the validation loader computes ``r`` with them, so the ``val/r_*``
+    figures a user watches are those ``lcip-predict`` will give on the same tiles. Under DDP
+    the per-tile sums are all-reduced before the second pass.
 
     Args:
         model: the network (logits, B x C x H x W).
@@ -61,6 +68,8 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.loss_kwargs = dict(loss_kwargs or {})
+        if self.loss_kwargs.get("denominator") == "running":
+            self.loss_kwargs.setdefault("num_classes", num_classes)
         self.criterion = build_loss(loss, **self.loss_kwargs)
         self.warmup_criterion = build_loss(
             "soft_naive", smoothing=self.loss_kwargs.get("smoothing", 1e-4)
@@ -102,8 +111,16 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.log("train/warmup", float(self.in_warmup()), batch_size=bs)
         return loss
 
+    def _smoothing(self) -> float:
+        return float(self.loss_kwargs.get("smoothing", 1e-4))
+
+    def on_validation_epoch_start(self) -> None:
+        """Reset the per-tile sums of q."""
+        self._tile_sums: dict[int, Tensor] = {}
+        self._tile_counts: dict[int, Tensor] = {}
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Loss, and q/r accuracy and mIoU against the labels, on a validation batch."""
+        """Loss and q accuracy/mIoU on a batch; accumulates per-tile sums of q for r."""
         logits = self(batch["image"])
         mask = batch["mask"]
         loss = self.criterion(logits, batch["prior"], mask)
@@ -111,17 +128,52 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=bs)
         if "label" not in batch:
             return
-        smoothing = self.loss_kwargs.get("smoothing", 1e-4)
-        log_q = log_probs(logits, "logits", smoothing)
-        log_r = implied_posterior(
-            log_q, log_prior(batch["prior"], smoothing), log_denominator(log_q, mask)
-        )
-        target = batch["label"].clone()
-        target[~mask] = IGNORE_INDEX
-        self.val_q.update(log_q.argmax(1), target)
-        self.val_r.update(log_r.argmax(1), target)
+        log_q = log_probs(logits, "logits", self._smoothing())
+        self.val_q.update(log_q.argmax(1), _target(batch))
         self.log_dict(self.val_q, batch_size=bs)
-        self.log_dict(self.val_r, prog_bar=True, batch_size=bs)
+        q = log_q.detach().exp().double() * mask.unsqueeze(1)
+        for tile in batch["tile"].unique().tolist():
+            rows = batch["tile"] == tile
+            total = q[rows].sum(dim=(0, 2, 3))
+            count = mask[rows].sum().double()
+            self._tile_sums[tile] = self._tile_sums.get(tile, 0) + total
+            self._tile_counts[tile] = self._tile_counts.get(tile, 0) + count
+
+    def on_validation_epoch_end(self) -> None:
+        """Second pass: r with each tile's denominator, and the val/r metrics."""
+        if not getattr(self, "_tile_sums", None):
+            return
+        log_denom = self._tile_log_denominators()
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        assert loader is not None
+        limit = self.trainer.num_sanity_val_steps if self.trainer.sanity_checking else None
+        smoothing = self._smoothing()
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if limit is not None and i >= limit:
+                    break
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                log_q = log_probs(self(batch["image"]), "logits", smoothing)
+                denom = log_denom[batch["tile"]].to(log_q.dtype)[..., None, None]
+                log_r = implied_posterior(log_q, log_prior(batch["prior"], smoothing), denom)
+                self.val_r.update(log_r.argmax(1), _target(batch))
+        self.log_dict(self.val_r.compute(), prog_bar=True)
+        self.val_r.reset()
+
+    def _tile_log_denominators(self) -> Tensor:
+        """(tiles, C) log of each validation tile's mean q (all-reduced under DDP)."""
+        num_tiles = max(self._tile_sums) + 1
+        sums = torch.zeros(num_tiles, self.hparams["num_classes"], dtype=torch.float64)
+        counts = torch.zeros(num_tiles, 1, dtype=torch.float64)
+        sums, counts = sums.to(self.device), counts.to(self.device)
+        for tile, total in self._tile_sums.items():
+            sums[tile] = total
+            counts[tile] = self._tile_counts[tile]
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        return (sums / counts.clamp_min(1)).clamp_min(1e-30).log()
 
     def configure_optimizers(self) -> Any:
         """AdamW with ReduceLROnPlateau on the monitored metric."""
@@ -144,6 +196,13 @@ class ImplicitPosteriorTask(L.LightningModule):
                 "strict": False,
             },
         }
+
+
+def _target(batch: dict[str, Tensor]) -> Tensor:
+    """The batch's labels with invalid pixels set to the ignore index."""
+    target = batch["label"].clone()
+    target[~batch["mask"]] = IGNORE_INDEX
+    return target
 
 
 class SupervisedTask(L.LightningModule):
@@ -172,8 +231,7 @@ class SupervisedTask(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One step of cross-entropy against the labels (invalid pixels ignored)."""
         logits = self(batch["image"])
-        target = batch["label"].clone()
-        target[~batch["mask"]] = IGNORE_INDEX
+        target = _target(batch)
         loss = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
         if not (target != IGNORE_INDEX).any():  # keep the graph, never NaN
             loss = logits.sum() * 0.0

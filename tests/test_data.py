@@ -5,9 +5,9 @@ import torch
 from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
 from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec, TileWindowDataset
-from lcip.errors import DataError, GridMismatchError
+from lcip.errors import ConfigError, DataError, GridMismatchError
 from lcip.manifest import Manifest
-from lcip.raster import read_on_grid, write_raster
+from lcip.raster import Grid, read_on_grid, write_raster
 from lcip.samplers import GridCropSampler, RandomCropSampler, grid_starts
 from tests.conftest import make_grid
 
@@ -68,6 +68,74 @@ def test_grid_sampler_covers_tiles() -> None:
     for _, r, c, h, w in keys:
         covered[r : r + h, c : c + w] = True
     assert covered.all()
+    # partition: every pixel in exactly one crop, crops past the edge
+    count = np.zeros((100, 64), int)
+    parts = list(GridCropSampler([(100, 64)], 32, partition=True))
+    for _, r, c, h, w in parts:
+        count[r : r + h, c : c + w] += 1
+    assert (count == 1).all() and len(parts) == 4 * 2
+
+
+def test_random_sampler_resumes_mid_epoch() -> None:
+    shapes = [(96, 96), (64, 80)]
+    full = RandomCropSampler(shapes, 32, 40, seed=5)
+    full.set_epoch(2)
+    keys = list(full)
+    resumed = RandomCropSampler(shapes, 32, 40, seed=5)
+    resumed.resume(2, 24)
+    resumed.set_epoch(2)
+    assert list(resumed) == keys[24:] and resumed.offset == 24
+    assert list(resumed) == keys  # the skip applies to one pass only
+    other = RandomCropSampler(shapes, 32, 40, seed=5)
+    other.resume(1, 24)  # a resume point of another epoch is ignored
+    other.set_epoch(2)
+    assert list(other) == keys
+
+
+def test_train_loader_state_round_trip(fake_region: Manifest) -> None:
+    dm = TileDataModule(
+        fake_region, prior_layer="prior", crop_size=32, batch_size=4, steps_per_epoch=5
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    all_batches = list(loader)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    assert state == {"epoch": 1, "batches": 2}
+    fresh = dm.train_dataloader()
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(1)
+    rest = list(fresh)
+    assert len(rest) == 3 and fresh.state_dict() == {"epoch": 1, "batches": 5}
+    for a, b in zip(rest, all_batches[2:], strict=True):
+        torch.testing.assert_close(a["image"], b["image"])
+
+
+def test_crop_larger_than_tile_is_a_config_error(fake_region: Manifest) -> None:
+    dm = TileDataModule(fake_region, prior_layer="prior", crop_size=128)
+    dm.setup("fit")
+    with pytest.raises(
+        ConfigError, match=r"data.crop_size=128: larger than training tile\(s\) \['t0', 't1'\]"
+    ):
+        dm.train_dataloader()
+
+
+def test_black_imagery_is_invalid(fake_region: Manifest) -> None:
+    tile = fake_region.tiles[0]
+    grid = Grid.of(tile.layer("naip"))
+    naip = read_on_grid(tile.layer("naip"), grid)
+    naip[:, :10] = 0
+    write_raster(tile.layer("naip"), naip, grid)
+    s = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)[(0, 0, 0, 32, 32)]
+    assert not s["mask"][:10].any() and s["mask"][10:].all() and int(s["tile"]) == 0
+    kept = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4, zero_is_nodata=False)
+    assert kept[(0, 0, 0, 32, 32)]["mask"].all()
+    naip[:, :10] = 7  # a declared nodata value is honoured whatever zero_is_nodata says
+    write_raster(tile.layer("naip"), naip, grid, nodata=7)
+    kept = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4, zero_is_nodata=False)
+    assert not kept[(0, 0, 0, 32, 32)]["mask"][:10].any()
 
 
 def test_datamodule_batches(fake_region: Manifest) -> None:

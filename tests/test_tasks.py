@@ -61,3 +61,61 @@ def test_training_switches_from_ce_to_qr_and_logs_metrics(fake_region: Manifest,
     for key in ("val/loss", "val/q_acc", "val/q_miou", "val/r_acc", "val/r_miou"):
         assert key in metrics and torch.isfinite(metrics[key])
     assert 0.0 <= float(metrics["val/r_acc"]) <= 1.0
+
+
+def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """val/r_acc equals r computed on whole tiles with the tile's own denominator."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
+    from lcip.losses import implied_posterior, log_denominator, log_prior, log_probs
+    from lcip.raster import Grid, read_on_grid, write_raster
+
+    # two validation tiles, so one validation batch mixes them (a batch denominator would differ)
+    tiles = tuple(replace(t, split="val") if t.tile_id in ("t2", "t3") else t for t in fake_region)
+    region = Manifest(tiles, fake_region.path)
+    t3 = region.tile("t3").layer("naip")  # a much brighter tile: its mean q differs from t2's
+    grid3 = Grid.of(t3)
+    write_raster(
+        t3, np.clip(read_on_grid(t3, grid3).astype(int) * 3, 0, 255).astype(np.uint8), grid3
+    )
+    torch.manual_seed(0)
+    dm = TileDataModule(
+        region, prior_layer="prior", crop_size=32, batch_size=8, steps_per_epoch=3, val_crop_size=96
+    )
+    task = ImplicitPosteriorTask(
+        FCN(4, 4, num_filters=8, num_layers=2), 4, loss="qr", warmup_steps=1
+    )
+    trainer = _trainer(tmp_path, 3)
+    trainer.fit(task, datamodule=dm)
+    correct = total = 0
+    batch_logq: list[torch.Tensor] = []
+    batch_mask: list[torch.Tensor] = []
+    for tile in region.select("val"):
+        grid = Grid.of(tile.layer("naip"))
+        image = torch.from_numpy(read_on_grid(tile.layer("naip"), grid).astype(np.float32) / 255)
+        prior = torch.from_numpy(read_on_grid(tile.layer("prior"), grid))[None]
+        valid = torch.isfinite(prior).all(1)
+        target = torch.from_numpy(
+            CHESAPEAKE4.map_labels(read_on_grid(tile.layer("lc"), grid, bands=1)).astype(np.int64)
+        )[None]
+        target[~valid] = IGNORE_INDEX
+        with torch.no_grad():
+            log_q = log_probs(task(image[None]), "logits", 1e-4)
+        log_p = log_prior(torch.nan_to_num(prior), 1e-4)
+        pred = implied_posterior(log_q, log_p, log_denominator(log_q, valid)).argmax(1)
+        keep = target != IGNORE_INDEX
+        correct += int((pred[keep] == target[keep]).sum())
+        total += int(keep.sum())
+        batch_logq.append(log_q)
+        batch_mask.append(valid)
+    expected = correct / total
+    assert abs(float(trainer.callback_metrics["val/r_acc"]) - expected) < 1e-6
+    # the denominators are each tile's own, and they differ between the tiles
+    denoms = task._tile_log_denominators().float()
+    for i, lq in enumerate(batch_logq):
+        direct = log_denominator(lq, batch_mask[i])
+        torch.testing.assert_close(denoms[i], direct, atol=1e-5, rtol=0)
+    assert (denoms[0] - denoms[1]).abs().max() > 1e-3
