@@ -10,13 +10,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from lcip.cli.app import CONFIG_DIR
+from lcip.config import CONFIG_DIR, compose_config
 from lcip.errors import ConfigError
 from lcip.losses import build_loss
 from lcip.models import FCN
-from lcip.pipeline import scheme_of
+from lcip.stages.paths import scheme_of
 
-GROUPS = ["region", "prior", "model", "loss", "trainer", "experiment", "paths"]
+GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
 
 
 def _options(group: str) -> list[str]:
@@ -35,7 +35,11 @@ def test_every_config_composes_and_instantiates(group: str, option: str, tmp_pat
     scheme = scheme_of(cfg)
     model = instantiate(cfg.model, classes=scheme.num_classes)
     assert isinstance(model, FCN) and model.classes == scheme.num_classes
-    build_loss(cfg.loss.name, **{k: v for k, v in cfg.loss.items() if k != "name"})
+    build_loss(
+        cfg.loss.name, num_classes=4, **{k: v for k, v in cfg.loss.items() if k != "name"}
+    ) if cfg.loss.get("denominator") == "running" else build_loss(
+        cfg.loss.name, **{k: v for k, v in cfg.loss.items() if k != "name"}
+    )
     if cfg.trainer.accelerator == "cpu":
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
     if cfg.region.get("synthetic") is not None:
@@ -43,9 +47,30 @@ def test_every_config_composes_and_instantiates(group: str, option: str, tmp_pat
         assert region.name == cfg.region.name
     if cfg.prior.recipe == "learned":
         net = instantiate(
-            cfg.prior.model, in_channels=scheme.num_classes + 4, classes=scheme.num_classes
+            cfg.prior.training.model, in_channels=scheme.num_classes + 4, classes=scheme.num_classes
         )
         assert [m.kernel_size[0] for m in net.backbone if hasattr(m, "kernel_size")] == [11, 7, 5]
+
+
+def test_groups_cover_every_concern() -> None:
+    assert {"region", "prior", "learned_prior", "model", "loss", "data", "task", "trainer"} <= set(
+        GROUPS
+    ) and {"train", "predict", "experiment", "paths"} <= set(GROUPS)
+
+
+def test_experiment_sets_no_keys_of_an_unused_prior() -> None:
+    base = compose_config(["prior=nlcd"])
+    demo = compose_config(["experiment=demo", "prior=nlcd"])
+    assert (
+        set(demo.prior) == set(base.prior) == {"name", "recipe", "sigma", "truncate", "smoothing"}
+    )
+    learned = compose_config(["experiment=demo", "prior=learned"])
+    assert learned.prior.training.steps == 120 and learned.prior.training.model.num_filters == 16
+    assert compose_config(["prior=learned"]).prior.training.steps == 300
+
+
+def test_compose_config_equals_hydra_compose() -> None:
+    assert compose_config(["loss=rq", "region=tiny"]) == _compose("loss=rq", "region=tiny")
 
 
 def test_experiment_overrides() -> None:

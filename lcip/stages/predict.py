@@ -1,0 +1,105 @@
+"""Stage ``predict``: q and r maps of the evaluation tiles, tied to the checkpoint used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lcip.manifest import Manifest
+from lcip.stages.checks import check_device, check_integer, cuda_available
+from lcip.stages.paths import (
+    checkpoint_file,
+    predictions_manifest_path,
+    prior_layer,
+    prior_manifest_path,
+    scheme_of,
+)
+
+
+def prediction_params(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
+    """What a prediction map records about how it was made (its provenance ``params``).
+
+    Args:
+        cfg: composed config.
+        checkpoint: the checkpoint file ``predict.checkpoint`` names.
+
+    Returns:
+        the checkpoint setting, file and sha256, the loss, its smoothing and denominator, and
+        the prior's name.
+    """
+    from lcip.provenance import sha256_file
+
+    return {
+        "checkpoint": str(cfg.predict.checkpoint),
+        "checkpoint_path": str(checkpoint.resolve()),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "loss": str(cfg.loss.name),
+        "smoothing": float(cfg.loss.smoothing),
+        "denominator": str(cfg.loss.get("denominator", "none")),
+        "prior": str(cfg.prior.name),
+    }
+
+
+def prediction_device(cfg: DictConfig) -> str:
+    """``predict.device``, with ``auto`` = CUDA when the trainer uses a GPU and one is present."""
+    device = str(cfg.predict.device)
+    if device == "auto":
+        gpu = str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+        return "cuda" if gpu and cuda_available() else "cpu"
+    check_device("predict.device", device)
+    return device
+
+
+def predict(cfg: DictConfig, force: bool = False) -> Path:
+    """Predict q and r maps for the evaluation tiles; returns the predictions manifest.
+
+    Every map records the checkpoint's sha256, the loss settings and the prior; a tile is
+    skipped only when its maps record exactly what this run would, otherwise rewritten.
+
+    Args:
+        cfg: composed config (``predict``, ``region``, ``prior``, ``model``, ``loss``).
+        force: rewrite every map.
+
+    Returns:
+        manifest listing the tiles with their prediction layers.
+    """
+    force = force or bool(cfg.get("force", False))
+    p = cfg.predict
+    for key in ("predict.window", "predict.batch_size"):
+        check_integer(cfg, key, 1)
+    check_integer(cfg, "predict.num_workers", 0)
+    device = prediction_device(cfg)
+    checkpoint = checkpoint_file(cfg)
+    from hydra.utils import instantiate
+
+    from lcip.datasets import LayerSpec
+    from lcip.inference import WindowConfig
+    from lcip.models import load_state_from_checkpoint
+    from lcip.predict import predict_manifest
+
+    scheme = scheme_of(cfg)
+    model = instantiate(cfg.model, classes=scheme.num_classes)
+    load_state_from_checkpoint(model, str(checkpoint))
+    manifest = Manifest.read(prior_manifest_path(cfg)).select(list(p.splits))
+    out_dir = Path(p.out_dir)
+    result = predict_manifest(
+        model,
+        manifest,
+        LayerSpec(cfg.region.image_layer, prior_layer(cfg.prior.name), None),
+        scheme,
+        out_dir,
+        WindowConfig(
+            window=int(p.window),
+            margin=p.margin,
+            batch_size=int(p.batch_size),
+            smoothing=float(cfg.loss.smoothing),
+            device=device,
+            num_workers=int(p.num_workers),
+            prefetch_factor=int(p.prefetch_factor),
+        ),
+        params=prediction_params(cfg, checkpoint),
+        force=force,
+    )
+    return result.write(predictions_manifest_path(cfg))
