@@ -136,7 +136,12 @@ def train(cfg: DictConfig, force: bool = False) -> Path:
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
-        logger=AppendingCSVLogger(run_dir, name="logs", version=""),
+        logger=AppendingCSVLogger(
+            run_dir,
+            name="logs",
+            version="",
+            flush_logs_every_n_steps=int(cfg.trainer.get("log_every_n_steps", 50)),
+        ),
     )
     trainer.fit(task, datamodule=dm, ckpt_path=resume)
     last = ckpt_dir / "last.ckpt"
