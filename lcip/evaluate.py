@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from lcip.atomic import write_text
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
 from lcip.manifest import Manifest
-from lcip.raster import Grid, check_same_grid, read_on_grid
+from lcip.provenance import read_provenance
+from lcip.raster import Grid, check_same_grid, open_raster, read_on_grid, valid_imagery
 
 
 def confusion_matrix(
@@ -73,15 +75,22 @@ class MapSpec:
         name: name in the report (e.g. ``QR (r)``).
         layer: manifest layer holding it.
         kind: ``class`` (uint8 class raster) or ``prob`` (one band per class; argmax taken).
+        expect: provenance params the map's file must record (e.g. the configured
+            checkpoint's ``checkpoint_sha256``); a map made otherwise is refused.
     """
 
     name: str
     layer: str
     kind: str = "class"
+    expect: Mapping[str, Any] | None = None
 
 
 def read_class_map(path: Path, grid: Grid, kind: str) -> npt.NDArray[np.uint8]:
-    """Read a class raster, or the argmax of a probability raster (invalid -> IGNORE_INDEX)."""
+    """Read a class raster, or the argmax of a probability raster (invalid -> IGNORE_INDEX).
+
+    ``grid`` may be a window of the raster's grid (:meth:`Grid.window`): evaluation reads
+    strip by strip.
+    """
     if kind == "class":
         return read_on_grid(path, grid, bands=1, fill=IGNORE_INDEX).astype(np.uint8)
     if kind == "prob":
@@ -165,33 +174,92 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def check_provenance(path: Path, expect: Mapping[str, Any]) -> None:
+    """Refuse a map whose recorded provenance params differ from ``expect``.
+
+    Raises:
+        DataError: one line naming the file, the setting, what it records and what is expected.
+    """
+    record = read_provenance(path) or {}
+    params = record.get("params", {})
+    for key, want in expect.items():
+        got = params.get(key)
+        if got != want:
+            raise DataError(
+                f"{path}: made with {key}={_short(got)}, but the configured run has "
+                f"{_short(want)}: run lcip-predict again"
+            )
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+#: Rows per strip read by :func:`evaluate_manifest` (a multiple of the 256 px block size).
+STRIP_ROWS = 1024
+
+
 def evaluate_manifest(
-    manifest: Manifest, maps: Sequence[MapSpec], scheme: ClassScheme, label_layer: str = "lc"
+    manifest: Manifest,
+    maps: Sequence[MapSpec],
+    scheme: ClassScheme,
+    label_layer: str = "lc",
+    *,
+    image_layer: str | None = None,
+    zero_is_nodata: bool = True,
 ) -> Evaluation:
-    """Evaluate maps against labels on every tile of a manifest.
+    """Evaluate maps against labels on every tile of a manifest, strip by strip.
+
+    Rasters are read in strips of :data:`STRIP_ROWS` rows, so memory does not grow with the
+    tile size.
 
     Args:
         manifest: tiles with the label layer and every map's layer.
         maps: the maps to evaluate.
         scheme: class scheme (maps the raw labels).
         label_layer: layer of raw high-resolution labels.
+        image_layer: imagery layer; pixels whose imagery is nodata are not scored for any map.
+        zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
 
     Returns:
         the evaluation.
+
+    Raises:
+        DataError: for a missing file, grids that differ, or a map made by another checkpoint.
     """
     if len(manifest) == 0:
         raise DataError(f"{manifest.path or 'manifest'}: no tiles to evaluate")
-    manifest.check_files([label_layer, *(m.layer for m in maps)])
+    extra = [image_layer] if image_layer else []
+    manifest.check_files([label_layer, *extra, *(m.layer for m in maps)])
     matrices: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+    num = scheme.num_classes
     for tile in tqdm(manifest.tiles, desc="evaluate", unit="tile"):
-        grid = check_same_grid(
-            {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}},
-            f"tile {tile.tile_id}",
-        )
-        target = scheme.map_labels(read_on_grid(tile.layer(label_layer), grid, bands=1))
         for m in maps:
-            pred = read_class_map(tile.layer(m.layer), grid, m.kind)
-            matrices[(tile.tile_id, m.name)] = confusion_matrix(pred, target, scheme.num_classes)
+            if m.expect:
+                check_provenance(tile.layer(m.layer), m.expect)
+        layers = {
+            label_layer: tile.layer(label_layer),
+            **{m.name: tile.layer(m.layer) for m in maps},
+        }
+        if image_layer:
+            layers[image_layer] = tile.layer(image_layer)
+        grid = check_same_grid(layers, f"tile {tile.tile_id}")
+        nodata = None
+        if image_layer:
+            with open_raster(tile.layer(image_layer)) as src:
+                nodata = src.nodata
+        for m in maps:
+            matrices[(tile.tile_id, m.name)] = np.zeros((num, num), np.int64)
+        for row in range(0, grid.height, STRIP_ROWS):
+            strip = grid.window(Window(0, row, grid.width, min(STRIP_ROWS, grid.height - row)))
+            target = scheme.map_labels(read_on_grid(tile.layer(label_layer), strip, bands=1))
+            if image_layer:
+                image = read_on_grid(tile.layer(image_layer), strip)
+                target[~valid_imagery(image, nodata, zero_is_nodata)] = IGNORE_INDEX
+            for m in maps:
+                pred = read_class_map(tile.layer(m.layer), strip, m.kind)
+                matrices[(tile.tile_id, m.name)] += confusion_matrix(pred, target, num)
     return Evaluation(
         scheme, tuple(m.name for m in maps), tuple(t.tile_id for t in manifest), matrices
     )

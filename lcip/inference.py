@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from rasterio.windows import Window
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from lcip.datasets import TileWindowDataset
+from lcip.datasets import TileWindowDataset, WindowKey, collate_windows
 from lcip.losses import log_probs
 from lcip.raster import Grid
 from lcip.samplers import grid_starts
@@ -33,6 +34,8 @@ class WindowConfig:
         batch_size: windows per forward pass.
         smoothing: additive smoothing of the output probabilities.
         device: torch device.
+        num_workers: processes reading windows ahead of the network (DataLoader workers).
+        prefetch_factor: batches each worker reads ahead.
     """
 
     window: int = 512
@@ -40,6 +43,8 @@ class WindowConfig:
     batch_size: int = 4
     smoothing: float = 1e-4
     device: str = "cpu"
+    num_workers: int = 0
+    prefetch_factor: int = 2
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -120,18 +125,49 @@ def sliding_window_log_probs(
     grid = dataset.grids[tile_index]
     margin = cfg.margin if cfg.margin is not None else max(8, receptive_field(model) // 2)
     windows = list(tile_windows(grid, cfg.window, margin))
-    tile_id = dataset.manifest.tiles[tile_index].tile_id
+    keys = [(tile_index, *_offsets(rw), *_shape(rw)) for rw, _ in windows]
+    index_batches = []
+    start = 0
+    for chunk in _batches(windows, cfg.batch_size):
+        index_batches.append(list(range(start, start + len(chunk))))
+        start += len(chunk)
     device = torch.device(cfg.device)
-    for chunk in tqdm(list(_batches(windows, cfg.batch_size)), desc=tile_id, leave=False):
-        samples = [dataset[(tile_index, *_offsets(rw), *_shape(rw))] for rw, _ in chunk]
+    loader = DataLoader(
+        _Windows(dataset, keys),
+        batch_sampler=index_batches,
+        num_workers=cfg.num_workers,
+        prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
+        pin_memory=device.type == "cuda",
+        collate_fn=collate_windows,
+    )
+    tile_id = dataset.manifest.tiles[tile_index].tile_id
+    done = 0
+    for batch in tqdm(loader, desc=tile_id, leave=False):
         with torch.inference_mode():
-            logits = model(torch.stack([x["image"] for x in samples]).to(device)).float().cpu()
-        for (rw, ww), sample, log_q in zip(
-            chunk, samples, log_probs(logits, "logits", cfg.smoothing), strict=True
+            image = batch["image"].to(device, non_blocking=True)
+            logits = model(image).float().cpu()
+        chunk = windows[done : done + len(logits)]
+        done += len(logits)
+        for (rw, ww), mask, log_q in zip(
+            chunk, batch["mask"], log_probs(logits, "logits", cfg.smoothing), strict=True
         ):
             r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
             rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
-            yield ww, log_q[:, rows, cols], sample["mask"][rows, cols]
+            yield ww, log_q[:, rows, cols], mask[rows, cols]
+
+
+class _Windows(Dataset[dict[str, torch.Tensor]]):
+    """The windows of one tile, by position in a list of keys."""
+
+    def __init__(self, dataset: TileWindowDataset, keys: list[WindowKey]) -> None:
+        self.dataset = dataset
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.dataset[self.keys[i]]
 
 
 __all__ = ["WindowConfig", "receptive_field", "sliding_window_log_probs", "tile_windows"]

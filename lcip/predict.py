@@ -11,12 +11,19 @@ For each tile, two passes:
 
 Outputs per tile (all on the input tile's grid): ``q_prob`` (float32, one band per class),
 ``q_class`` (uint8, 255 = nodata, with a colour table), ``r_prob`` and ``r_class`` likewise.
+
+Every output records its provenance (:mod:`lcip.provenance`): the caller's ``params`` (the
+checkpoint and its sha256, the loss, its smoothing and denominator, the prior) and the
+fingerprints of the tile's imagery and prior files, also as readable tags. A tile is skipped
+only when all four outputs are whole, on the tile's grid and record exactly this provenance;
+otherwise all four are rewritten.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -32,7 +39,8 @@ from lcip.datasets import LayerSpec, TileWindowDataset
 from lcip.inference import WindowConfig, sliding_window_log_probs
 from lcip.losses import implied_posterior, log_prior
 from lcip.manifest import Manifest, Tile
-from lcip.raster import is_valid_raster, raster_writer
+from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.raster import raster_writer
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +55,9 @@ def predict_tile(
     out_dir: Path,
     scheme: ClassScheme,
     cfg: WindowConfig,
-) -> dict[str, Path]:
+    params: Mapping[str, Any],
+    force: bool = False,
+) -> dict[str, Path] | None:
     """Predict one tile and write its q and r rasters.
 
     Args:
@@ -57,21 +67,31 @@ def predict_tile(
         out_dir: output folder; files are ``<layer>/<tile_id>.tif``.
         scheme: class scheme (band names, colours).
         cfg: sliding-window settings.
+        params: what made the maps (recorded in their provenance).
+        force: rewrite even when up to date.
 
     Returns:
-        output layer name -> file.
+        output layer name -> file, or None when the tile has no valid pixel (its stale
+        outputs, if any, are removed).
     """
     tile: Tile = dataset.manifest.tiles[tile_index]
     grid = dataset.grids[tile_index]
     paths = {name: out_dir / name / f"{tile.tile_id}.tif" for name in OUTPUT_LAYERS}
     num_classes = scheme.num_classes
-    if all(is_valid_raster(p, grid) for p in paths.values()):
-        log.info("tile %s: outputs exist, skipped", tile.tile_id)
+    prior_layer = dataset.layers.prior
+    assert prior_layer is not None
+    record = provenance(
+        params, {"image": tile.layer(dataset.layers.image), "prior": tile.layer(prior_layer)}
+    )
+    counts = {"q_prob": num_classes, "r_prob": num_classes, "q_class": 1, "r_class": 1}
+    if not force and all(is_up_to_date(p, record, grid, counts[n]) for n, p in paths.items()):
+        log.info("tile %s: outputs up to date, skipped", tile.tile_id)
         return paths
     tags = {
+        **{str(k): str(v) for k, v in params.items()},
+        PROVENANCE_TAG: record,
         "lcip_version": lcip.__version__,
         "tile_id": tile.tile_id,
-        "image": tile.layer(dataset.layers.image),
     }
 
     def writers(output: str, **extra: str) -> tuple[Any, Any]:
@@ -119,10 +139,15 @@ def predict_tile(
             count += int(valid.sum())
             write(qp, qc, log_q, valid, window)
             windows.append(window)
+    if count == 0:
+        log.warning(
+            "tile %s: no valid pixel (imagery or prior nodata), not predicted", tile.tile_id
+        )
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+        return None
     # Pass 2: r, with the denominator over the whole tile (mean of q over its valid pixels).
     log_denom = (sums / max(count, 1)).clamp_min(1e-30).log().float()
-    prior_layer = dataset.layers.prior
-    assert prior_layer is not None
     r_prob, r_class = writers("r", denominator="tile")
     with rasterio.open(paths["q_prob"]) as qsrc, r_prob as rp, r_class as rc:
         for ww in windows:
@@ -147,6 +172,10 @@ def predict_manifest(
     scheme: ClassScheme,
     out_dir: Path,
     cfg: WindowConfig,
+    *,
+    params: Mapping[str, Any],
+    force: bool = False,
+    zero_is_nodata: bool = True,
 ) -> Manifest:
     """Predict every tile of a manifest; returns the manifest with the output layers added.
 
@@ -157,18 +186,27 @@ def predict_manifest(
         scheme: class scheme.
         out_dir: output folder.
         cfg: sliding-window settings.
+        params: what made the maps (checkpoint sha256, loss, ...), recorded in their tags.
+        force: rewrite every tile's maps.
+        zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
 
     Returns:
-        the manifest with layers ``q_prob``, ``q_class``, ``r_prob``, ``r_class``.
+        the manifest with layers ``q_prob``, ``q_class``, ``r_prob``, ``r_class``, restricted
+        to the tiles that have valid pixels.
     """
     model = model.to(cfg.device).eval()
     dataset = TileWindowDataset(
-        manifest, LayerSpec(layers.image, layers.prior, None, layers.extra), scheme
+        manifest,
+        LayerSpec(layers.image, layers.prior, None, layers.extra),
+        scheme,
+        zero_is_nodata=zero_is_nodata,
     )
     outputs: dict[str, dict[str, Path]] = {name: {} for name in OUTPUT_LAYERS}
     for i, tile in enumerate(tqdm(manifest.tiles, desc="predict", unit="tile")):
-        for name, path in predict_tile(model, dataset, i, out_dir, scheme, cfg).items():
+        written = predict_tile(model, dataset, i, out_dir, scheme, cfg, params, force)
+        for name, path in (written or {}).items():
             outputs[name][tile.tile_id] = path
+    manifest = manifest.select(tile_ids=list(outputs["q_prob"]))
     for name, paths in outputs.items():
         manifest = manifest.with_layer(name, paths)
     return manifest

@@ -3,13 +3,14 @@
 A *tile job* is a picklable callable that computes one output raster for one tile. The runner
 (:func:`run_tile_jobs`) maps it over a manifest's tiles, in a local process pool when
 ``jobs > 1``, with a progress bar. A tile whose output already exists, is whole, is on the
-tile's grid and was made with the same parameters (``lcip_params`` tag) is skipped. A tile
-with no valid pixels is skipped and listed in the report; other bad input stops the run with a
-one-line error naming the file.
+tile's grid and records the same provenance -- the job's parameters *and* the fingerprints of
+every input file (see :mod:`lcip.provenance`) -- is skipped, unless the job has ``force``
+set. A tile with no valid pixels is skipped and listed in the report; other bad input stops
+the run with a one-line error naming the file.
 
 Prior rasters are float32, one band per target class (band names = class names), NaN where
-invalid (nodata), summing to 1 elsewhere, with tags ``recipe``, ``lcip_params``, ``sources``
-and ``lcip_version``.
+invalid (nodata), summing to 1 elsewhere, with tags ``recipe``, ``lcip_provenance``,
+``sources`` and ``lcip_version``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import rasterio
 from tqdm.auto import tqdm
 
 import lcip
@@ -35,7 +35,8 @@ from lcip.manifest import Manifest, Tile
 from lcip.priors.fused import DEFAULT_RADIUS, fuse_prior
 from lcip.priors.nlcd import nlcd_prior
 from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
-from lcip.raster import Grid, is_valid_raster, write_raster
+from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.raster import Grid, write_raster
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +73,6 @@ def write_prior(
     )
 
 
-def _params_tag(params: Mapping[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-def _up_to_date(path: Path, grid: Grid, count: int, params: str) -> bool:
-    if not is_valid_raster(path, grid, count):
-        return False
-    with rasterio.open(path) as src:
-        return bool(src.tags().get("lcip_params") == params)
-
-
 @dataclass(frozen=True)
 class TileJob:
     """Base of per-tile jobs: grid from the imagery layer, idempotency, timing.
@@ -92,16 +82,23 @@ class TileJob:
     Args:
         out_dir: output folder (``<tile_id>.tif``).
         image_layer: layer whose grid the output is aligned to.
+        force: rebuild outputs even when they are up to date.
     """
 
     out_dir: Path
     image_layer: str = "naip"
+    force: bool = False
 
     count: int = field(default=0, init=False)
 
     def params(self) -> dict[str, Any]:
-        """Parameters recorded in the output's tags (a change forces a rebuild)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("out_dir", "count")}
+        """Parameters recorded in the output's provenance (a change forces a rebuild)."""
+        skip = ("out_dir", "count", "force")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def inputs(self, tile: Tile) -> dict[str, Path | None]:
+        """Input files whose fingerprints the output records (a change forces a rebuild)."""
+        return {"image": tile.layer(self.image_layer)}
 
     def output(self, tile: Tile) -> Path:
         """The output file of a tile."""
@@ -128,8 +125,8 @@ class TileJob:
         start = time.perf_counter()
         grid = Grid.of(tile.layer(self.image_layer))
         path = self.output(tile)
-        params = _params_tag(self.params())
-        if _up_to_date(path, grid, self.count, params):
+        params = provenance(self.params(), self.inputs(tile))
+        if not self.force and is_up_to_date(path, params, grid, self.count):
             return TileResult(
                 tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start
             )
@@ -160,6 +157,11 @@ class VectorLayersJob(TileJob):
 
     count: int = field(default=len(LAYER_NAMES), init=False)
 
+    def inputs(self, tile: Tile) -> dict[str, Path | None]:
+        """The imagery (grid), OSM and building footprint files."""
+        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
+        return {**super().inputs(tile), "osm": osm, "buildings": buildings}
+
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The four binary layers (all pixels valid)."""
         osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
@@ -182,7 +184,7 @@ class VectorLayersJob(TileJob):
             grid,
             osm_path=osm,
             buildings_path=buildings,
-            tags={"lcip_params": params, "lcip_version": lcip.__version__},
+            tags={PROVENANCE_TAG: params, "lcip_version": lcip.__version__},
         )
 
 
@@ -216,7 +218,7 @@ class PriorJob(TileJob):
         assert self.scheme is not None
         tags = {
             "recipe": self.recipe,
-            "lcip_params": params,
+            PROVENANCE_TAG: params,
             "sources": json.dumps(self.sources(tile)),
         }
         write_prior(path, data, valid, grid, self.scheme, tags)
@@ -241,6 +243,10 @@ class NLCDPriorJob(PriorJob):
     def sources(self, tile: Tile) -> list[str]:
         """The NLCD file."""
         return [str(tile.layer(self.nlcd_layer))]
+
+    def inputs(self, tile: Tile) -> dict[str, Path | None]:
+        """The imagery (grid) and NLCD files."""
+        return {**super().inputs(tile), "nlcd": tile.layer(self.nlcd_layer)}
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The NLCD prior of the tile."""
@@ -281,6 +287,11 @@ class FusedPriorJob(NLCDPriorJob):
                 if p is not None
             ),
         ]
+
+    def inputs(self, tile: Tile) -> dict[str, Path | None]:
+        """The imagery (grid), NLCD, OSM and building footprint files."""
+        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
+        return {**super().inputs(tile), "osm": osm, "buildings": buildings}
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The fused prior of the tile."""

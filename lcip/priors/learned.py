@@ -28,7 +28,8 @@ from lcip.datasets import LayerSpec, TileWindowDataset
 from lcip.errors import ConfigError
 from lcip.inference import WindowConfig, sliding_window_log_probs
 from lcip.manifest import Manifest
-from lcip.priors.build import TileResult, _params_tag, _up_to_date, write_prior
+from lcip.priors.build import TileResult, write_prior
+from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.tasks import SupervisedTask
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ def write_learned_priors(
     smoothing: float = 1e-4,
     window: int = 512,
     device: str = "cpu",
+    force: bool = False,
 ) -> list[TileResult]:
     """Run the learned prior's network over every tile and write its prior rasters.
 
@@ -182,11 +184,12 @@ def write_learned_priors(
         smoothing: additive smoothing of the output probabilities.
         window: sliding-window size.
         device: torch device.
+        force: rewrite every tile even when up to date.
 
     Returns:
         one result per tile.
     """
-    tag = _params_tag({**params, "model_digest": model_digest(model)})
+    settings = {**params, "model_digest": model_digest(model)}
     model = model.to(device).eval()
     dataset = TileWindowDataset(
         manifest, LayerSpec(input_layers[0], None, None, (input_layers[1],)), scheme, 1.0
@@ -197,7 +200,8 @@ def write_learned_priors(
         start = time.perf_counter()
         path = out_dir / f"{tile.tile_id}.tif"
         grid = dataset.grids[i]
-        if _up_to_date(path, grid, scheme.num_classes, tag):
+        tag = provenance(settings, {n: tile.layer(n) for n in input_layers})
+        if not force and is_up_to_date(path, tag, grid, scheme.num_classes):
             results.append(
                 TileResult(
                     tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start
@@ -223,7 +227,7 @@ def write_learned_priors(
             valid,
             grid,
             scheme,
-            {"recipe": "learned", "lcip_params": tag, "sources": sources},
+            {"recipe": "learned", PROVENANCE_TAG: tag, "sources": sources},
         )
         results.append(
             TileResult(

@@ -39,7 +39,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -48,8 +48,22 @@ from lcip.classes import NLCD_CODES, nlcd_to_index
 from lcip.priors.blur import blur_onehot, kernel_radius
 from lcip.raster import Grid, open_raster, read_on_grid
 
-if TYPE_CHECKING:
-    from lcip.priors.cooccurrence import Cooccurrence
+
+class HasMatrix(Protocol):
+    """Anything holding a (C, 17) cooccurrence matrix, e.g. a ``Cooccurrence``.
+
+    (A protocol, so that this module need not import :mod:`lcip.priors.cooccurrence`, which
+    imports it.)
+    """
+
+    @property
+    def matrix(self) -> npt.NDArray[np.float64]:
+        """The (C, 17) matrix P(target class | NLCD class)."""
+        ...
+
+
+#: A cooccurrence matrix or an object holding one.
+CooccurrenceLike = HasMatrix | npt.ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +112,13 @@ class NLCDPriorParams:
         self,
         tile_grid: Grid,
         nlcd_path: str | Path,
-        cooccurrence: Cooccurrence | npt.ArrayLike,
+        cooccurrence: CooccurrenceLike,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """:func:`nlcd_prior` with these parameters."""
         return nlcd_prior(tile_grid, nlcd_path, cooccurrence, **asdict(self))
 
 
-def _as_matrix(cooccurrence: Cooccurrence | npt.ArrayLike) -> npt.NDArray[np.float64]:
+def _as_matrix(cooccurrence: CooccurrenceLike) -> npt.NDArray[np.float64]:
     """The (C, 17) cooccurrence matrix from a matrix or a :class:`Cooccurrence`."""
     matrix = np.asarray(getattr(cooccurrence, "matrix", cooccurrence), dtype=np.float64)
     if matrix.ndim != 2 or matrix.shape[1] != NUM_NLCD or matrix.shape[0] < 1:
@@ -155,7 +169,7 @@ def read_nlcd_index(path: str | Path, grid: Grid, *, halo: int = 0) -> npt.NDArr
 
 def prior_from_index(
     index: npt.NDArray[Any],
-    cooccurrence: Cooccurrence | npt.ArrayLike,
+    cooccurrence: CooccurrenceLike,
     params: NLCDPriorParams | None = None,
     *,
     crop: int = 0,
@@ -202,7 +216,7 @@ def prior_from_index(
 def nlcd_prior(
     tile_grid: Grid,
     nlcd_path: str | Path,
-    cooccurrence: Cooccurrence | npt.ArrayLike,
+    cooccurrence: CooccurrenceLike,
     sigma: float = 31.0,
     truncate: float = 4.0,
     smoothing: float = 1e-4,

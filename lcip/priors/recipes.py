@@ -1,0 +1,246 @@
+"""Prior recipes by name (``prior.recipe``), as losses are by ``loss.name``.
+
+A recipe turns a :class:`PriorRequest` (the region's tiles, the class scheme, the
+cooccurrence matrix and the prior's settings) into one prior raster per tile.
+:func:`build_prior` dispatches on ``settings["recipe"]``, writes ``report.json`` and the
+manifest listing the tiles with their ``prior_<name>`` layer. New recipes register with
+:func:`register_recipe`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from lcip.classes import ClassScheme
+from lcip.errors import ConfigError
+from lcip.manifest import Manifest
+from lcip.priors.build import (
+    FusedPriorJob,
+    NLCDPriorJob,
+    TileResult,
+    VectorLayersJob,
+    results_manifest,
+    run_tile_jobs,
+    write_report,
+)
+from lcip.priors.fused import fusion_classes
+
+
+@dataclass(frozen=True)
+class PriorRequest:
+    """Everything a recipe needs to build a prior over a region.
+
+    Args:
+        manifest: the region's manifest (all tiles).
+        scheme: the target class scheme.
+        region_dir: the region's folder; intermediate layers go under it.
+        out_dir: the prior's folder (rasters, ``report.json``, ``manifest.csv``).
+        cooccurrence: (C, 17) matrix P(target class | NLCD class).
+        settings: the prior's config node as a plain dict (``name``, ``recipe``, ...).
+        image_layer: imagery layer (the grid every prior is aligned to).
+        nlcd_layer: NLCD layer.
+        label_layer: 1 m label layer (the learned prior trains on it).
+        osm_layer: OSM layer (roads, waterways, water bodies), or None.
+        buildings_layer: building footprints layer, or None.
+        train_splits: splits the learned prior may train on.
+        eval_splits: evaluation splits (never trained on).
+        jobs: worker processes.
+        seed: seed.
+        force: rebuild every tile even when up to date.
+        cache: hold training tiles in memory (learned prior, small regions).
+        device: torch device for the learned prior.
+    """
+
+    manifest: Manifest
+    scheme: ClassScheme
+    region_dir: Path
+    out_dir: Path
+    cooccurrence: npt.NDArray[np.float64]
+    settings: Mapping[str, Any]
+    image_layer: str = "naip"
+    nlcd_layer: str = "nlcd"
+    label_layer: str = "lc"
+    osm_layer: str | None = "osm"
+    buildings_layer: str | None = "buildings"
+    train_splits: tuple[str, ...] = ("train",)
+    eval_splits: tuple[str, ...] = ("test",)
+    jobs: int = 1
+    seed: int = 0
+    force: bool = False
+    cache: bool = False
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        """The prior's name (its layer is ``prior_<name>``)."""
+        return str(self.settings["name"])
+
+    def setting(self, key: str) -> Any:
+        """One setting, or a one-line error naming ``prior.<key>`` when it is missing."""
+        if key not in self.settings:
+            raise ConfigError(f"prior.{key}: missing (recipe '{self.settings.get('recipe')}')")
+        return self.settings[key]
+
+    def nlcd_job(self, out_dir: Path) -> NLCDPriorJob:
+        """The NLCD prior job with this request's settings."""
+        return NLCDPriorJob(out_dir, **self._nlcd_kwargs())
+
+    def _nlcd_kwargs(self) -> dict[str, Any]:
+        return {
+            "image_layer": self.image_layer,
+            "force": self.force,
+            "scheme": self.scheme,
+            "matrix": np.asarray(self.cooccurrence, dtype=np.float64),
+            "nlcd_layer": self.nlcd_layer,
+            "sigma": float(self.setting("sigma")),
+            "truncate": float(self.setting("truncate")),
+            "smoothing": float(self.setting("smoothing")),
+        }
+
+    def with_vector_layers(self) -> Manifest:
+        """The manifest with the rasterized vector layers (``vectors``) of every tile."""
+        job = VectorLayersJob(
+            self.region_dir / "vectors",
+            self.image_layer,
+            self.force,
+            self.osm_layer,
+            self.buildings_layer,
+        )
+        results = run_tile_jobs(job, self.manifest, self.jobs, "vector layers")
+        return results_manifest(self.manifest, results, "vectors")
+
+
+Recipe = Callable[[PriorRequest], list[TileResult]]
+F = TypeVar("F", bound=Recipe)
+
+#: Recipes by name.
+RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(name: str) -> Callable[[F], F]:
+    """Register a recipe under ``name`` (a decorator)."""
+
+    def register(fn: F) -> F:
+        RECIPES[name] = fn
+        return fn
+
+    return register
+
+
+@register_recipe("nlcd")
+def nlcd_recipe(request: PriorRequest) -> list[TileResult]:
+    """NLCD prior: one-hot NLCD -> Gaussian blur -> cooccurrence remap -> smoothing."""
+    job = request.nlcd_job(request.out_dir)
+    return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")
+
+
+@register_recipe("fused")
+def fused_recipe(request: PriorRequest) -> list[TileResult]:
+    """The NLCD prior plus blurred OSM and building layers on water and impervious."""
+    water, impervious = fusion_classes(request.scheme)
+    job = FusedPriorJob(
+        request.out_dir,
+        **request._nlcd_kwargs(),
+        osm_layer=request.osm_layer,
+        buildings_layer=request.buildings_layer,
+        water_class=water,
+        impervious_class=impervious,
+        radius=dict(request.setting("radius")),
+        weights=dict(request.setting("weights")),
+    )
+    return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")
+
+
+@register_recipe("learned")
+def learned_recipe(request: PriorRequest) -> list[TileResult]:
+    """An FCN on the NLCD prior bands and the vector layers, trained on a few labelled tiles.
+
+    Training settings come from ``settings["training"]`` (``steps``, ``batch_size``,
+    ``crop_size``, ``lr``, ``model``: a Hydra node with ``_target_``).
+    """
+    from hydra.utils import instantiate
+
+    from lcip.priors.learned import (
+        select_training_tiles,
+        train_learned_prior,
+        write_learned_priors,
+    )
+
+    manifest = request.with_vector_layers()
+    nlcd = run_tile_jobs(
+        request.nlcd_job(request.region_dir / "priors" / "nlcd_input"),
+        manifest,
+        request.jobs,
+        "NLCD prior (input)",
+    )
+    manifest = results_manifest(manifest, nlcd, "prior_nlcd_input")
+    inputs = ("prior_nlcd_input", "vectors")
+    ids = select_training_tiles(
+        manifest,
+        list(request.train_splits),
+        list(request.eval_splits),
+        int(request.setting("train_tiles")),
+        request.settings.get("train_tile_ids"),
+        request.label_layer,
+    )
+    training = dict(request.setting("training"))
+    classes = request.scheme.num_classes
+    net = instantiate(training["model"], in_channels=classes + 4, classes=classes)
+    train_learned_prior(
+        manifest,
+        ids,
+        request.scheme,
+        net,
+        input_layers=inputs,
+        label_layer=request.label_layer,
+        steps=int(training["steps"]),
+        batch_size=int(training["batch_size"]),
+        crop_size=int(training["crop_size"]),
+        lr=float(training["lr"]),
+        seed=request.seed,
+        cache=request.cache,
+    )
+    return write_learned_priors(
+        manifest,
+        net,
+        request.scheme,
+        request.out_dir,
+        params={"recipe": "learned", "train_tiles": ids, **request.settings},
+        input_layers=inputs,
+        smoothing=float(request.setting("smoothing")),
+        device=request.device,
+        force=request.force,
+    )
+
+
+def build_prior(request: PriorRequest) -> Path:
+    """Build a prior with its recipe; write ``report.json`` and ``manifest.csv``.
+
+    Args:
+        request: the region, scheme, settings and options.
+
+    Returns:
+        ``<out_dir>/manifest.csv``: the region's tiles that have a prior, with the layer
+        ``prior_<name>``.
+
+    Raises:
+        ConfigError: for an unknown ``prior.recipe``.
+    """
+    recipe = request.settings.get("recipe")
+    if recipe not in RECIPES:
+        raise ConfigError(
+            f"prior.recipe={recipe!r}: unknown recipe; choose one of {sorted(RECIPES)}"
+        )
+    results = RECIPES[str(recipe)](request)
+    write_report(results, request.out_dir, {"recipe": recipe, "prior": request.name})
+    manifest = results_manifest(request.manifest, results, f"prior_{request.name}")
+    return manifest.write(request.out_dir / "manifest.csv")
+
+
+__all__ = ["RECIPES", "PriorRequest", "build_prior", "register_recipe"]
