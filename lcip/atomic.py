@@ -9,6 +9,17 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def apply_umask(path: str | Path) -> None:
+    """Give a file made by :func:`tempfile.mkstemp` (mode 0600) the mode the umask asks for.
+
+    Files lcip writes are then readable by colleagues (or QGIS run by another user) exactly
+    when files their tools write would be: ``0o666 & ~umask``.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write a file through a temporary file in the same folder, then rename it into place.
 
@@ -23,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    apply_umask(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -28,6 +28,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from lcip.atomic import apply_umask
 from lcip.errors import DataError, GridMismatchError
 
 #: Block size of every raster lcip writes.
@@ -169,8 +170,25 @@ def open_raster(path: str | Path) -> Iterator[Any]:
         src.close()
 
 
+def check_readable(path: str | Path) -> None:
+    """Check that a raster opens and that its last block reads (catches truncated files).
+
+    Args:
+        path: raster file.
+
+    Raises:
+        DataError: naming the file, if it is missing, unreadable, truncated or corrupt.
+    """
+    with open_raster(path) as src:
+        try:
+            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"{path}: truncated or corrupt raster ({reason})") from None
+
+
 def check_same_grid(paths: Mapping[str, str | Path], context: str = "tile") -> Grid:
-    """Check that several rasters share one grid.
+    """Check that several rasters share one grid (and that each is readable to its end).
 
     Args:
         paths: layer name -> raster file.
@@ -185,6 +203,8 @@ def check_same_grid(paths: Mapping[str, str | Path], context: str = "tile") -> G
     items = list(paths.items())
     if not items:
         raise ValueError("check_same_grid needs at least one layer")
+    for _, path in items:
+        check_readable(path)
     ref_name, ref_path = items[0]
     ref = Grid.of(ref_path)
     for name, path in items[1:]:
@@ -315,6 +335,7 @@ def raster_writer(
         profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    apply_umask(tmp)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             if tags:

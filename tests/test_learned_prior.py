@@ -62,7 +62,7 @@ def test_learned_prior_trains_and_writes(fake_region: Manifest, tmp_path: Path) 
             ref.shape,
             4,
         )
-        assert src.tags()["recipe"] == "learned" and "model_digest" in src.tags()["lcip_params"]
+        assert src.tags()["recipe"] == "learned" and "model_digest" in src.tags()["lcip_provenance"]
         prior = src.read()
     valid = np.isfinite(prior).all(0)
     assert not valid[:8].any() and valid[8:].all()  # tile t1's nodata rows stay nodata

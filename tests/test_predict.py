@@ -13,6 +13,8 @@ from lcip.models import FCN
 from lcip.predict import predict_manifest
 from lcip.raster import Grid, read_on_grid
 
+PARAMS = {"checkpoint_sha256": "0" * 64, "loss": "qr"}
+
 
 def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -20,7 +22,13 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     tiles = fake_region.select(tile_ids=["t1"])  # has nodata rows
     cfg = WindowConfig(window=40, batch_size=3)  # margin = 8: many overlapping windows
     out = predict_manifest(
-        model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg
+        model,
+        tiles,
+        LayerSpec("naip", "prior", None),
+        CHESAPEAKE4,
+        tmp_path / "pred",
+        cfg,
+        params=PARAMS,
     )
     tile = out.tile("t1")
     grid = Grid.of(tile.layer("naip"))
@@ -53,6 +61,12 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     # idempotent: a second run keeps the files untouched
     mtime = tile.layer("r_prob").stat().st_mtime_ns
     predict_manifest(
-        model, tiles, LayerSpec("naip", "prior", None), CHESAPEAKE4, tmp_path / "pred", cfg
+        model,
+        tiles,
+        LayerSpec("naip", "prior", None),
+        CHESAPEAKE4,
+        tmp_path / "pred",
+        cfg,
+        params=PARAMS,
     )
     assert tile.layer("r_prob").stat().st_mtime_ns == mtime
