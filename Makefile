@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## Create .venv and install lcip with pinned torch (idempotent, quick when done)
 
-demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet)
+demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet); updates README's results
 	$(VENV)/bin/lcip-demo $(ARGS)
+	$(PY) scripts/readme_results.py outputs/demo/results.md README.md
 
 test: $(STAMP)  ## Run tests, lint (ruff) and types (mypy)
 	$(VENV)/bin/ruff check lcip tests scripts
