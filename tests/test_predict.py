@@ -21,15 +21,19 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
     model = FCN(4, 4, num_filters=6, num_layers=3).eval()
     tiles = fake_region.select(tile_ids=["t1"])  # has nodata rows
     cfg = WindowConfig(window=40, batch_size=3)  # margin = 8: many overlapping windows
-    out = predict_manifest(
-        model,
-        tiles,
-        LayerSpec("naip", "prior", None),
-        CHESAPEAKE4,
-        tmp_path / "pred",
-        cfg,
-        params=PARAMS,
-    )
+
+    def run() -> Manifest:
+        return predict_manifest(
+            model,
+            tiles,
+            LayerSpec("naip", "prior", None),
+            CHESAPEAKE4,
+            tmp_path / "pred",
+            cfg,
+            params=PARAMS,
+        )
+
+    out = run()
     tile = out.tile("t1")
     grid = Grid.of(tile.layer("naip"))
     # direct computation on the whole tile
@@ -60,13 +64,5 @@ def test_sliding_window_equals_whole_tile(fake_region: Manifest, tmp_path: Path)
             assert (data[0, v] == ref_cls[v]).mean() > 0.999
     # idempotent: a second run keeps the files untouched
     mtime = tile.layer("r_prob").stat().st_mtime_ns
-    predict_manifest(
-        model,
-        tiles,
-        LayerSpec("naip", "prior", None),
-        CHESAPEAKE4,
-        tmp_path / "pred",
-        cfg,
-        params=PARAMS,
-    )
+    run()
     assert tile.layer("r_prob").stat().st_mtime_ns == mtime
