@@ -7,7 +7,9 @@ UAI 2022): pixel ``i`` has a prior ``p_i(l)`` over classes ``l`` and the network
     r_i(l) ∝ p_i(l) q_i(l) / D(l),        D(l) = sum_j q_j(l)  (j over the valid pixels of a batch)
 
 and the losses below compare ``q`` and ``r`` (or ``q`` and ``p``) pixel by pixel, averaged over
-valid pixels.
+valid pixels. For QR and RQ, ``D`` can also be taken over the batches of all ranks of a
+``torch.distributed`` process group (``denominator="global"``) or be a running average over
+batches (``denominator="running"``); see :class:`QRLoss`.
 
 Conventions shared by every loss in this module:
 
@@ -272,6 +274,40 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+class _GlobalLossSum(torch.autograd.Function):
+    """Sum of a scalar over all ranks whose backward scales the local gradient by the world size.
+
+    The forward all-reduces (sums) the detached local term ``s_k``; the backward returns
+    ``R * grad_output`` to rank ``k``'s own ``s_k`` and communicates nothing. So every rank
+    gets the global value while backpropagating ``R s_k``, which DDP's averaging over the
+    ``R`` ranks turns back into the sum (see :class:`_ImplicitPosteriorLoss`).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, local: Tensor) -> Tensor:
+        ctx.world_size = dist.get_world_size()
+        out = local.detach().clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> Tensor:
+        return grad_output * ctx.world_size
+
+
+def _global_mean(per_pixel: Tensor, mask: Tensor | None, global_count: Tensor) -> Tensor:
+    """Mean of ``per_pixel`` over the valid pixels of all ranks (``global_count`` of them).
+
+    Returns ``sum_k s_k`` on every rank, with ``s_k = sum_{i valid on rank k} x_i / N``, and the
+    gradient of ``R s_k`` (0 with a grad_fn when no rank has a valid pixel).
+    """
+    if mask is not None:
+        per_pixel = torch.where(mask, per_pixel, 0.0)
+    local: Tensor = per_pixel.sum() / global_count.clamp_min(1)
+    total: Tensor = _GlobalLossSum.apply(local)
+    return total
+
+
 def _all_reduce_log_sum(log_sum: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
     """Sum ``exp(log_sum)`` and ``count`` over all ranks, differentiably, in log space."""
     shift = log_sum.detach().clone()
@@ -361,7 +397,40 @@ class _PriorLoss(nn.Module):
 
 
 class _ImplicitPosteriorLoss(_PriorLoss):
-    """Base class of the losses that use the implied posterior ``r`` (QR and RQ)."""
+    """Base class of the losses that use the implied posterior ``r`` (QR and RQ).
+
+    Subclasses define the per-pixel divergence between ``q`` and ``r``; this class computes
+    ``r`` with the configured denominator scope and reduces the divergence over the valid
+    pixels (over this process's pixels, or over the pixels of every rank, see
+    :class:`QRLoss`).
+
+    **Gradients under DDP** (``"global"``, and ``"running"`` in training mode, with a process
+    group of ``R`` ranks). Let rank ``k`` hold the valid pixels ``I_k``, let ``N = sum_k |I_k|``
+    and ``D = sum_k S_k / N`` with ``S_k = sum_{j in I_k} q_j`` (for ``"running"``, ``D`` mixes
+    this batch mean with the detached EMA, which changes nothing below). The loss on the
+    concatenated batch is ``L = sum_k s_k`` with ``s_k = sum_{i in I_k} KL_i(D) / N``.
+
+    * ``D`` is computed with a differentiable all-reduce: the forward sums the ``S_k``; the
+      backward on rank ``k`` receives ``dl_k/dD`` (``l_k`` = the value rank ``k``
+      backpropagates) and returns ``sum_k' dl_k'/dD`` as the gradient of ``S_k / N``, since
+      ``dD/d(S_k / N)`` is the identity. (The per-class ``logsumexp`` shift is the same
+      constant on every rank, a ``MAX`` all-reduce of detached values, and ``N`` is detached.)
+    * Each rank backpropagates ``l_k = R s_k``. Rank ``k``'s parameter gradient is then
+      ``g_k = R ds_k/dθ|_D + R (sum_k' ds_k'/dD) d(S_k/N)/dθ``, the first term with ``D``
+      held fixed (rank ``k``'s copy of the parameters only sees rank ``k``'s pixels). DDP
+      averages over the ranks: ``(1/R) sum_k g_k = sum_k ds_k/dθ|_D + (sum_k' ds_k'/dD)
+      (sum_k d(S_k/N)/dθ) = dL/dθ|_D + dL/dD dD/dθ = dL/dθ``, the single-process gradient on
+      the concatenated batch. (With each rank's own mean, the former behaviour, ranks with
+      more nodata weighed more.)
+    * The value returned on every rank is ``sum_k s_k = L`` (a sum all-reduce of the detached
+      ``s_k``), with the gradient of ``R s_k`` attached (:class:`_GlobalLossSum`; unlike
+      ``R s_k - (R s_k).detach() + L`` it stays ``+inf`` rather than NaN when ``L`` is
+      infinite).
+
+    This assumes DDP-style averaging of the parameter gradients over the ``R`` ranks (as DDP
+    and Lightning's DDP strategies do). Every rank must call the loss at every such step: it
+    runs collectives (three in the forward, one in the backward).
+    """
 
     running_mean: Tensor
     num_batches_tracked: Tensor
@@ -381,83 +450,88 @@ class _ImplicitPosteriorLoss(_PriorLoss):
         if not (isinstance(momentum, int | float) and 0 < momentum <= 1):
             raise ConfigError(f"loss momentum must be in (0, 1], got {momentum!r}")
         self.momentum = float(momentum)
-        if num_classes is not None and num_classes < 1:
-            raise ConfigError(f"loss num_classes must be >= 1, got {num_classes!r}")
+        if num_classes is not None and not (
+            isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 1
+        ):
+            raise ConfigError(f"loss num_classes must be an integer >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
         if self.denominator == "running":
-            size = 0 if num_classes is None else num_classes
-            self.register_buffer("running_mean", torch.zeros(size))
+            if num_classes is None:
+                raise ConfigError(
+                    "loss denominator 'running' needs num_classes (the number of classes)"
+                )
+            self.register_buffer("running_mean", torch.zeros(num_classes))
             self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
         text = f"{super().extra_repr()}, denominator={self.denominator!r}"
         if self.denominator == "running":
-            text += f", momentum={self.momentum}"
+            text += f", momentum={self.momentum}, num_classes={self.num_classes}"
         return text
 
-    def _log_denominator(self, log_q: Tensor, mask: Tensor | None) -> Tensor:
-        if self.denominator == "global":
-            log_sum, count = _log_sum_and_count(log_q, mask)
-            if _distributed():
-                log_sum, count = _all_reduce_log_sum(log_sum, count)
-            return _log_mean(log_sum, count)
+    @staticmethod
+    def _divergence(log_q: Tensor, log_r: Tensor) -> Tensor:
+        """Per-pixel divergence between ``q`` and ``r`` (over dim 1)."""
+        raise NotImplementedError
+
+    def _loss(self, output: Tensor, prior: Tensor, mask: Tensor | None) -> Tensor:
+        log_q, log_p, mask, count = self._prepare(output, prior, mask)
+        log_denom, global_count = self._log_denominator(log_q, mask)
+        per_pixel = self._divergence(log_q, implied_posterior(log_q, log_p, log_denom))
+        if global_count is None:
+            return self._mean(per_pixel, mask, count)
+        return _global_mean(per_pixel, mask, global_count)
+
+    def _log_denominator(self, log_q: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The ``(C,)`` log denominator, and the all-ranks valid-pixel count if it is global.
+
+        A count is returned (and the loss then averaged over every rank's valid pixels) when
+        the denominator was computed from the valid pixels of all ranks of a process group.
+        """
         if self.denominator == "running":
             return self._running_log_denominator(log_q, mask)
-        return log_denominator(log_q, mask)
-
-    def _running_log_denominator(self, log_q: Tensor, mask: Tensor | None) -> Tensor:
         log_sum, count = _log_sum_and_count(log_q, mask)
-        log_batch = _log_mean(log_sum, count)
+        if self.denominator == "global" and _distributed():
+            log_sum, count = _all_reduce_log_sum(log_sum, count)
+            return _log_mean(log_sum, count), count
+        return _log_mean(log_sum, count), None
+
+    def _running_log_denominator(
+        self, log_q: Tensor, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         num_classes = log_q.shape[1]
-        if self.running_mean.numel() == 0:  # first use: allocate the buffer lazily
-            dtype = torch.promote_types(log_q.dtype, torch.float32)
-            self.running_mean = torch.zeros(num_classes, dtype=dtype, device=log_q.device)
         if self.running_mean.shape != (num_classes,):
             raise ValueError(
                 f"running denominator holds {self.running_mean.numel()} classes but the output "
                 f"has {num_classes}"
             )
-        # Keep the buffers on the input's device and at least at the input's precision.
-        dtype = torch.promote_types(log_q.dtype, self.running_mean.dtype)
-        if self.running_mean.device != log_q.device or self.running_mean.dtype != dtype:
-            self.running_mean = self.running_mean.to(device=log_q.device, dtype=dtype)
-            self.num_batches_tracked = self.num_batches_tracked.to(log_q.device)
-        ema = self.running_mean.detach().to(log_q.dtype, copy=True)  # buffer is updated below
-        has_history = self.num_batches_tracked > 0
+        # Read the buffers at the computation's dtype and device; they are only ever updated
+        # in place (never replaced), so DDP and state_dict always see the same tensors.
+        ema = self.running_mean.detach().to(device=log_q.device, dtype=log_q.dtype, copy=True)
+        has_history = self.num_batches_tracked.to(log_q.device) > 0
         positive = ema > 0
         log_ema = torch.where(positive, torch.log(torch.where(positive, ema, 1.0)), _NEG_INF)
+        log_sum, count = _log_sum_and_count(log_q, mask)
+        if not self.training:
+            # The stored EMA alone (like BatchNorm's running statistics); the local batch
+            # denominator until a batch has been tracked. No collectives, no update.
+            return torch.where(has_history, log_ema, _log_mean(log_sum, count)), None
+        global_count = None
+        if _distributed():
+            log_sum, count = _all_reduce_log_sum(log_sum, count)
+            global_count = count
+        log_batch = _log_mean(log_sum, count)
         # log((1 - m) * ema + m * batch_mean); the batch part keeps its gradient.
         log_keep = math.log1p(-self.momentum) if self.momentum < 1 else _NEG_INF
         mixed = torch.logaddexp(log_ema + log_keep, log_batch + math.log(self.momentum))
         used = torch.where(has_history, mixed, log_batch)
-        if self.training:
-            with torch.no_grad():
-                valid = count > 0
-                new = used.exp().to(self.running_mean.dtype)
-                self.running_mean.copy_(torch.where(valid, new, self.running_mean))
-                self.num_batches_tracked.add_(valid.to(torch.long))
-        return used
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # The running buffer is allocated lazily: adopt the checkpoint's size.
-        key = prefix + "running_mean"
-        if self.denominator == "running" and key in state_dict:
-            saved = state_dict[key]
-            if isinstance(saved, Tensor) and saved.shape != self.running_mean.shape:
-                self.running_mean = torch.zeros(
-                    saved.shape, dtype=saved.dtype, device=self.running_mean.device
-                )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        with torch.no_grad():
+            buffer = self.running_mean
+            valid = (count > 0).to(buffer.device)
+            new = used.detach().exp().to(device=buffer.device, dtype=buffer.dtype)
+            buffer.copy_(torch.where(valid, new, buffer))
+            self.num_batches_tracked.add_(valid.to(self.num_batches_tracked.device, torch.long))
+        return used, global_count
 
 
 class QRLoss(_ImplicitPosteriorLoss):
@@ -468,29 +542,55 @@ class QRLoss(_ImplicitPosteriorLoss):
 
     Denominator scopes (``denominator``):
 
-    * ``"batch"``: ``D`` from the current batch's valid pixels.
+    * ``"batch"``: ``D`` from the current batch's valid pixels (of this process only).
+    * ``"global"``: with ``torch.distributed`` initialized (e.g. under DDP), ``D`` from the valid
+      pixels of every rank's batch (per-class sums of ``q`` and valid-pixel counts all-reduced
+      differentiably over the default process group), and the per-pixel divergence averaged
+      over the valid pixels of *all* ranks. The value returned on every rank is the
+      single-process loss on the concatenation of all ranks' batches, and the parameter
+      gradients *after DDP's averaging over the ranks* are the single-process gradients (each
+      rank backpropagates ``R`` times its share of the global sum; see
+      :class:`_ImplicitPosteriorLoss` for the derivation). A rank with more nodata therefore
+      weighs less. Every rank must call the loss at every step (it runs collectives). With no
+      process group it equals ``"batch"``.
     * ``"running"``: an exponential moving average of the per-class *mean* of ``q`` over valid
       pixels (the mean rather than the sum, so its scale does not depend on batch size; for
-      ``"batch"`` the scale cancels in the class normalization anyway). The value used is
-      ``log((1 - m) * ema + m * batch_mean)`` with the stored ``ema`` detached and the batch
-      part differentiable; the first batch initializes it. The EMA is a buffer
-      (``running_mean``, with ``num_batches_tracked``), so it is saved in checkpoints; it is
-      updated only in training mode and only by batches with valid pixels. Pass
-      ``num_classes`` to allocate it up front (otherwise it is allocated on first use).
-    * ``"global"``: per-class sums of ``q`` and valid-pixel counts all-reduced over the DDP
-      process group (differentiably: the backward all-reduces gradients, so each rank's
-      parameters get the gradient of the sum of all ranks' losses through ``D``) when
-      ``torch.distributed`` is initialized; with no process group it equals ``"batch"``. Every
-      rank must call the loss at every step (it is a collective). The mean over pixels stays
-      per rank (DDP averages the ranks' gradients). Tested with a real 2-process gloo group.
+      ``"batch"`` the scale cancels in the class normalization anyway), kept in the buffers
+      ``running_mean`` (shape ``(num_classes,)``) and ``num_batches_tracked``. They exist from
+      construction (``num_classes`` is required), so they are in every ``state_dict``, are
+      broadcast by DDP, and follow ``module.to(...)`` (dtype and device) like BatchNorm's;
+      they are only ever updated in place.
+
+      - *Training mode*: ``D = (1 - m) * ema + m * batch_mean`` with the stored ``ema``
+        detached and the batch part differentiable; the first tracked batch uses
+        ``batch_mean`` alone. The EMA is then set to that ``D`` (and ``num_batches_tracked``
+        incremented), only for batches with valid pixels. Under a process group
+        ``batch_mean`` is the mean over the valid pixels of all ranks (all-reduced, as for
+        ``"global"``, and the loss is averaged over all ranks' pixels as for ``"global"``), so
+        every rank holds the same EMA whether or not DDP broadcasts buffers, and value and
+        averaged gradients equal one process on the concatenated batch.
+      - *Eval mode* (``loss.eval()``): ``D`` is the stored EMA alone (no batch part, no
+        gradient through ``D``), like BatchNorm's running statistics; the buffers are never
+        updated. If no batch has been tracked yet (``num_batches_tracked == 0``) the batch
+        denominator (this process's batch) is used instead. Eval mode runs no collectives:
+        each rank averages over its own valid pixels.
 
     Args:
         input_type: whether ``output`` holds logits or log-probabilities.
         smoothing: additive smoothing of both prior and network probabilities.
         denominator: ``"batch"``, ``"running"`` or ``"global"``.
         momentum: EMA weight ``m`` of the current batch for ``"running"``, in (0, 1].
-        num_classes: number of classes, to allocate the running buffer up front (optional).
+        num_classes: number of classes ``C``; required for ``"running"`` (it sizes the
+            buffers), optional (and unused) otherwise.
+
+    Raises:
+        ConfigError: for an invalid argument, or ``denominator="running"`` without
+            ``num_classes``.
     """
+
+    @staticmethod
+    def _divergence(log_q: Tensor, log_r: Tensor) -> Tensor:
+        return _kl(log_q, log_r)
 
     def forward(self, output: Tensor, prior: Tensor, mask: Tensor | None = None) -> Tensor:
         """Compute the loss.
@@ -503,25 +603,33 @@ class QRLoss(_ImplicitPosteriorLoss):
         Returns:
             Scalar loss.
         """
-        log_q, log_p, mask, count = self._prepare(output, prior, mask)
-        log_r = implied_posterior(log_q, log_p, self._log_denominator(log_q, mask))
-        return self._mean(_kl(log_q, log_r), mask, count)
+        return self._loss(output, prior, mask)
 
 
 class RQLoss(_ImplicitPosteriorLoss):
     """RQ loss: mean over valid pixels of ``KL(r_i || q_i)``.
 
     With one-hot priors (and ``smoothing=0``) ``r_i`` is the prior itself and the loss equals
-    cross-entropy against the prior's argmax. Denominator scopes and arguments are as for
-    :class:`QRLoss`.
+    cross-entropy against the prior's argmax. Denominator scopes (including the distributed
+    behaviour of ``"global"`` and ``"running"``, and ``"running"`` in training and eval mode)
+    and arguments are as for :class:`QRLoss`.
 
     Args:
         input_type: whether ``output`` holds logits or log-probabilities.
         smoothing: additive smoothing of both prior and network probabilities.
         denominator: ``"batch"``, ``"running"`` or ``"global"``.
         momentum: EMA weight ``m`` of the current batch for ``"running"``, in (0, 1].
-        num_classes: number of classes, to allocate the running buffer up front (optional).
+        num_classes: number of classes ``C``; required for ``"running"`` (it sizes the
+            buffers), optional (and unused) otherwise.
+
+    Raises:
+        ConfigError: for an invalid argument, or ``denominator="running"`` without
+            ``num_classes``.
     """
+
+    @staticmethod
+    def _divergence(log_q: Tensor, log_r: Tensor) -> Tensor:
+        return _kl(log_r, log_q)
 
     def forward(self, output: Tensor, prior: Tensor, mask: Tensor | None = None) -> Tensor:
         """Compute the loss.
@@ -534,9 +642,7 @@ class RQLoss(_ImplicitPosteriorLoss):
         Returns:
             Scalar loss.
         """
-        log_q, log_p, mask, count = self._prepare(output, prior, mask)
-        log_r = implied_posterior(log_q, log_p, self._log_denominator(log_q, mask))
-        return self._mean(_kl(log_r, log_q), mask, count)
+        return self._loss(output, prior, mask)
 
 
 class QRFreeEnergyLoss(_PriorLoss):

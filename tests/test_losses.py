@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -277,7 +280,7 @@ def test_float32_sanity() -> None:
 
 
 SCOPED = [(n, {}) for n in NAMES] + [
-    (n, {"denominator": d}) for n in ("qr", "rq") for d in ("running", "global")
+    (n, {"denominator": d, "num_classes": C}) for n in ("qr", "rq") for d in ("running", "global")
 ]
 
 
@@ -361,14 +364,23 @@ def ref_with_denominator(
     return value.detach(), grad
 
 
-@pytest.mark.parametrize("preallocate", [False, True])
+def valid_q_mean(output: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the valid pixels of the smoothed network probabilities, (C,)."""
+    return ref_q(output, "logits", 1e-4)[mask.reshape(-1)].mean(dim=0)
+
+
+def running_loss(name: str, m: float = 0.3) -> QRLoss | RQLoss:
+    """A float64 running-denominator loss (its buffers follow .double() like BatchNorm's)."""
+    kwargs: dict[str, Any] = {"denominator": "running", "momentum": m, "num_classes": C}
+    return (QRLoss(**kwargs) if name == "qr" else RQLoss(**kwargs)).double()
+
+
 @pytest.mark.parametrize("name", ["qr", "rq"])
-def test_running_denominator(name: str, preallocate: bool) -> None:
+def test_running_denominator_training(name: str) -> None:
     m = 0.3
-    loss = build_loss(
-        name, denominator="running", momentum=m, num_classes=C if preallocate else None
-    )
-    batches = [make_inputs("image", prior_kind="zeros", seed=s) for s in (12, 13, 14)]
+    loss = running_loss(name, m)
+    buffers = (loss.running_mean, loss.num_batches_tracked)
+    batches = [make_inputs("image", prior_kind="zeros", seed=s) for s in (12, 13)]
 
     # First batch: same as the batch denominator; it initializes the EMA.
     out1, prior1, mask1 = batches[0]
@@ -376,8 +388,8 @@ def test_running_denominator(name: str, preallocate: bool) -> None:
     ref_value, ref_grad = reference(name, out1, prior1, mask1)
     assert_close(value, ref_value)
     assert_close(grad, ref_grad)
-    ema1 = ref_q(out1, "logits", 1e-4)[mask1.reshape(-1)].mean(dim=0)
-    assert_close(loss.running_mean.to(F64), ema1)
+    ema1 = valid_q_mean(out1, mask1)
+    assert_close(loss.running_mean, ema1)
     assert loss.num_batches_tracked.item() == 1
 
     # Second batch: D = (1 - m) * ema (no gradient) + m * batch mean (with gradient).
@@ -388,28 +400,102 @@ def test_running_denominator(name: str, preallocate: bool) -> None:
     )
     assert_close(value, ref_value)
     assert_close(grad, ref_grad)
-    ema2 = (1 - m) * ema1 + m * ref_q(out2, "logits", 1e-4)[mask2.reshape(-1)].mean(dim=0)
-    assert_close(loss.running_mean.to(F64), ema2)
+    ema2 = (1 - m) * ema1 + m * valid_q_mean(out2, mask2)
+    assert_close(loss.running_mean, ema2)
 
-    # An all-masked batch leaves the EMA alone; eval mode uses it without updating it.
+    # An all-masked batch leaves the EMA alone.
     loss(out2, prior2, torch.zeros_like(mask2))
-    assert_close(loss.running_mean.to(F64), ema2)
+    assert_close(loss.running_mean, ema2)
     assert loss.num_batches_tracked.item() == 2
-    out3, prior3, mask3 = batches[2]
-    loss.eval()
-    value = loss(out3, prior3, mask3)
-    ref_value, _ = ref_with_denominator(
-        name, out3, prior3, mask3, lambda qv: (1 - m) * ema2 + m * qv.mean(dim=0)
-    )
-    assert_close(value, ref_value)
-    assert_close(loss.running_mean.to(F64), ema2)
+    # The buffers are updated in place (DDP and state_dict keep seeing the same tensors).
+    assert loss.running_mean is buffers[0] and loss.num_batches_tracked is buffers[1]
 
-    # The EMA is saved in and restored from checkpoints (also into a lazily sized buffer).
+
+def test_running_buffers_exist_from_construction() -> None:
+    for name in ("qr", "rq"):
+        loss = build_loss(name, denominator="running", num_classes=C)
+        state = loss.state_dict()
+        assert set(state) == {"running_mean", "num_batches_tracked"}
+        assert state["running_mean"].shape == (C,)
+        assert (state["running_mean"] == 0).all()
+        assert state["num_batches_tracked"].item() == 0
+        assert f"num_classes={C}" in repr(loss)
+    # Buffers follow module.to() and keep their dtype when fed other inputs.
+    loss = QRLoss(denominator="running", num_classes=C)
+    assert loss.running_mean.dtype == torch.float32
+    output, prior, mask = make_inputs("image", seed=23)
+    loss(output, prior, mask)
+    assert loss.running_mean.dtype == torch.float32
+    assert_close(loss.running_mean.double(), valid_q_mean(output, mask), tol=1e-6)
+    # Other scopes take num_classes too (and hold no buffers).
+    assert dict(build_loss("qr", denominator="batch", num_classes=C).state_dict()) == {}
+
+
+def test_running_requires_valid_num_classes() -> None:
+    with pytest.raises(ConfigError, match="num_classes") as info:
+        build_loss("qr", denominator="running")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="num_classes"):
+        RQLoss(denominator="running")
+    for bad in (0, -2, 2.5, True, "5"):
+        with pytest.raises(ConfigError, match="num_classes"):
+            build_loss("qr", denominator="running", num_classes=bad)
+    output, prior, mask = make_inputs("image", seed=24)
+    with pytest.raises(ValueError, match="running denominator holds 3 classes"):
+        build_loss("qr", denominator="running", num_classes=3).double()(output, prior, mask)
+
+
+@pytest.mark.parametrize("name", ["qr", "rq"])
+def test_running_denominator_eval_mode(name: str) -> None:
+    m = 0.3
+    out1, prior1, mask1 = make_inputs("image", prior_kind="zeros", seed=25)
+    out2, prior2, mask2 = make_inputs("image", prior_kind="zeros", seed=26)
+
+    # Nothing tracked yet: the batch denominator, and the buffers stay untouched.
+    loss = running_loss(name, m).eval()
+    value, grad = run_loss(loss, out2, prior2, mask2)
+    ref_value, ref_grad = reference(name, out2, prior2, mask2)
+    assert_close(value, ref_value)
+    assert_close(grad, ref_grad)
+    assert (loss.running_mean == 0).all() and loss.num_batches_tracked.item() == 0
+
+    # After training steps: the stored EMA alone (no batch part, no gradient through D).
+    loss.train()
+    loss(out1, prior1, mask1)
+    loss(out2, prior2, mask2)
+    ema = loss.running_mean.clone()
+    loss.eval()
+    value, grad = run_loss(loss, out2, prior2, mask2)
+    ref_value, ref_grad = ref_with_denominator(name, out2, prior2, mask2, lambda qv: ema)
+    assert_close(value, ref_value)
+    assert_close(grad, ref_grad)
+    assert torch.equal(loss.running_mean, ema) and loss.num_batches_tracked.item() == 2
+    # A training-mode call would have used (and stored) the mixed denominator instead.
+    mixed = (1 - m) * ema + m * valid_q_mean(out2, mask2)
+    mixed_value, _ = ref_with_denominator(name, out2, prior2, mask2, lambda qv: mixed)
+    assert abs(mixed_value - value).item() > 1e-6
+
+
+@pytest.mark.parametrize("name", ["qr", "rq"])
+def test_running_state_dict_round_trip(name: str) -> None:
+    batches = [make_inputs("image", prior_kind="zeros", seed=s) for s in (27, 28, 29)]
+    loss = running_loss(name)
+    for output, prior, mask in batches[:2]:
+        loss(output, prior, mask)
     state = loss.state_dict()
-    assert set(state) == {"running_mean", "num_batches_tracked"}
-    restored = build_loss(name, denominator="running", momentum=m).eval()
+    restored = running_loss(name)
     restored.load_state_dict(state)
-    assert torch.equal(restored(out3, prior3, mask3), value)
+    assert torch.equal(restored.running_mean, loss.running_mean)
+    assert torch.equal(restored.num_batches_tracked, loss.num_batches_tracked)
+    output, prior, mask = batches[2]
+    for mode in (False, True):  # eval, then training (which updates both the same way)
+        loss.train(mode)
+        restored.train(mode)
+        assert torch.equal(restored(output, prior, mask), loss(output, prior, mask))
+        assert torch.equal(restored.running_mean, loss.running_mean)
+    # A checkpoint for another number of classes is the usual load error.
+    with pytest.raises(RuntimeError, match="size mismatch for running_mean"):
+        build_loss(name, denominator="running", num_classes=C + 1).load_state_dict(state)
 
 
 @pytest.mark.parametrize("name", ["qr", "rq"])
@@ -422,63 +508,204 @@ def test_global_denominator_without_process_group_is_batch(name: str) -> None:
     assert torch.equal(batch[1], glob[1])
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, inputs: list, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+# ------------------------------------------------------------------------------------------
+# Real 2-process gloo groups (fork; hard timeout)
+# ------------------------------------------------------------------------------------------
+
+WORLD = 2
+FEATURES = 3
+RANK_BATCH = SHAPES["image"][0]
+#: Wall-clock limit of a multi-process test (the children are killed after it).
+RANKS_TIMEOUT_S = 60.0
+
+#: One rank's batch: network input features (B, FEATURES, H, W), prior and mask.
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+def _rank_main(
+    fn: Callable[[int, int, Any], Any], rank: int, world: int, out_dir: Path, payload: Any
+) -> None:
+    """Child process: join the gloo group, run fn, save its result (or the traceback)."""
     try:
-        output, prior, mask = inputs[rank]
-        results = {}
-        for name in ("qr", "rq"):
-            x = output.clone().requires_grad_(True)
-            value = build_loss(name, denominator="global")(x, prior, mask)
-            value.backward()
-            results[name] = (value.detach(), x.grad)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        torch.set_num_threads(1)
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{out_dir / 'store'}",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=RANKS_TIMEOUT_S / 2),
+        )
+        try:
+            result = fn(rank, world, payload)
+        finally:
+            dist.destroy_process_group()
+        torch.save(result, out_dir / f"rank{rank}.pt")
+    except BaseException:
+        (out_dir / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise
 
 
-def test_global_denominator_with_two_gloo_ranks(tmp_path: Path) -> None:
+def run_ranks(fn: Callable[[int, int, Any], Any], payload: Any, out_dir: Path) -> list[Any]:
+    """Run ``fn(rank, world, payload)`` in WORLD forked processes of a gloo group.
+
+    Returns each rank's result. Fails the test (after killing the children) if any child is
+    still running after RANKS_TIMEOUT_S or exits with an error. The group's rendezvous is a file
+    store in the test's own tmp_path, so concurrent tests cannot collide.
+    """
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     if "fork" not in mp.get_all_start_methods():
         pytest.skip("the fork start method is not available")
-    world = 2
-    inputs = [make_inputs("image", prior_kind="zeros", seed=16 + r) for r in range(world)]
-    # Different numbers of valid pixels per rank; rank 1 also has masked-out garbage.
-    inputs[1][2][1] = False
     # fork, not spawn: the children need not import torch again (slow on a busy machine).
-    mp.start_processes(
-        _ddp_worker,
-        args=(world, str(tmp_path / "store"), inputs, str(tmp_path)),
-        nprocs=world,
-        join=True,
-        start_method="fork",
-    )
-    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    ctx = mp.get_context("fork")
+    procs = [
+        ctx.Process(target=_rank_main, args=(fn, rank, WORLD, out_dir, payload), daemon=True)
+        for rank in range(WORLD)
+    ]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + RANKS_TIMEOUT_S
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    hung = [rank for rank, proc in enumerate(procs) if proc.is_alive()]
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    if hung:
+        pytest.fail(f"rank(s) {hung} still running after {RANKS_TIMEOUT_S:.0f} s; killed them")
+    for rank, proc in enumerate(procs):
+        if proc.exitcode != 0:
+            err = out_dir / f"rank{rank}.err"
+            detail = err.read_text() if err.exists() else "(no traceback)"
+            pytest.fail(f"rank {rank} exited with code {proc.exitcode}:\n{detail}")
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
 
-    # Reference: D over the valid pixels of all ranks; each rank's loss is the mean over its
-    # own valid pixels; each rank's gradient is that of the sum of all ranks' losses.
+
+def make_params(seed: int) -> tuple[Tensor, Tensor]:
+    """A tiny model's parameters: a weight shared by all pixels and per-pixel offsets for the
+    batches of all ranks (each rank uses its own slice, like its own part of a network)."""
+    g = torch.Generator().manual_seed(seed)
+    height, width = SHAPES["image"][2:]
+    weight = torch.randn(FEATURES, C, generator=g, dtype=F64)
+    offsets = torch.randn(WORLD * RANK_BATCH, C, height, width, generator=g, dtype=F64)
+    return weight, offsets
+
+
+def make_rank_batch(seed: int, num_masked: int) -> Batch:
+    """Features, prior (with zeros) and a mask with `num_masked` nodata pixels (prior all 0)."""
+    _, prior, _ = make_inputs("image", prior_kind="zeros", seed=seed)
+    g = torch.Generator().manual_seed(seed + 1000)
+    height, width = SHAPES["image"][2:]
+    feats = torch.randn(RANK_BATCH, FEATURES, height, width, generator=g, dtype=F64)
+    mask = torch.ones(RANK_BATCH, height, width, dtype=torch.bool)
+    mask.view(-1)[torch.randperm(mask.numel(), generator=g)[:num_masked]] = False
+    prior = torch.where(mask.unsqueeze(1), prior, 0.0)
+    return feats, prior, mask
+
+
+def model_logits(weight: Tensor, offsets: Tensor, feats: Tensor, start: int) -> Tensor:
+    return torch.einsum("bfhw,fc->bchw", feats, weight) + offsets[start : start + len(feats)]
+
+
+def concat(batches: list[Batch]) -> Batch:
+    feats, priors, masks = zip(*batches, strict=True)
+    return torch.cat(feats), torch.cat(priors), torch.cat(masks)
+
+
+def train_steps(
+    loss: torch.nn.Module, params: tuple[Tensor, Tensor], steps: Iterable[Batch], start: int
+) -> list[dict[str, Tensor]]:
+    """Per step: loss value, parameter gradients (averaged over ranks as DDP does, when a
+    process group exists) and the loss's buffers afterwards."""
+    weight, offsets = (p.clone().requires_grad_(True) for p in params)
+    records = []
+    for feats, prior, mask in steps:
+        value = loss(model_logits(weight, offsets, feats, start), prior, mask)
+        grads = torch.autograd.grad(value, [weight, offsets])
+        if dist.is_initialized():
+            for grad in grads:
+                dist.all_reduce(grad)
+                grad /= dist.get_world_size()
+        record = {"value": value.detach(), "weight": grads[0], "offsets": grads[1]}
+        record.update({k: v.clone() for k, v in loss.state_dict().items()})
+        records.append(record)
+    return records
+
+
+def _global_worker(rank: int, world: int, payload: Any) -> dict[str, Any]:
+    params, steps = payload
+    local = [step[rank] for step in steps]
+    return {
+        name: train_steps(build_loss(name, denominator="global"), params, local, rank * RANK_BATCH)
+        for name in ("qr", "rq")
+    }
+
+
+def test_global_denominator_with_two_gloo_ranks_equals_one_process(tmp_path: Path) -> None:
+    params = make_params(30)
+    # Unequal nodata: half of rank 0's pixels, 2 of rank 1's; then a step with no valid pixel.
+    steps = [
+        [make_rank_batch(31, num_masked=12), make_rank_batch(32, num_masked=2)],
+        [make_rank_batch(33, num_masked=24), make_rank_batch(34, num_masked=24)],
+    ]
+    results = run_ranks(_global_worker, (params, steps), tmp_path)
+
     for name in ("qr", "rq"):
-        xs = [out.clone().requires_grad_(True) for out, _, _ in inputs]
-        qs = [ref_q(x, "logits", 1e-4) for x in xs]
-        valids = [mask.reshape(-1) for _, _, mask in inputs]
-        d = sum(q[v].sum(dim=0) for q, v in zip(qs, valids, strict=True))
-        values = [
-            ref_loss(name, q, ref_p(prior, 1e-4), v, d=d)
-            for q, (_, prior, _), v in zip(qs, inputs, valids, strict=True)
-        ]
-        grads = torch.autograd.grad(sum(values), xs)
-        for rank in range(world):
-            value, grad = results[rank][name]
-            assert_close(value, values[rank].detach())
-            assert_close(grad, grads[rank])
+        # One process on the concatenated batches (no process group: "global" is "batch").
+        single = train_steps(build_loss(name, denominator="global"), params, map(concat, steps), 0)
+        # ... which is also the independent reference.
+        feats, prior, mask = concat(steps[0])
+        weight, offsets = (p.clone().requires_grad_(True) for p in params)
+        q = ref_q(model_logits(weight, offsets, feats, 0), "logits", 1e-4)
+        ref_value = ref_loss(name, q, ref_p(prior, 1e-4), mask.reshape(-1))
+        ref_grads = torch.autograd.grad(ref_value, [weight, offsets])
+        assert_close(single[0]["value"], ref_value.detach())
+        assert_close(single[0]["weight"], ref_grads[0])
+        assert_close(single[0]["offsets"], ref_grads[1])
+        assert single[1]["value"].item() == 0 and (single[1]["offsets"] == 0).all()
+        for rank in range(WORLD):
+            for got, expected in zip(results[rank][name], single, strict=True):
+                for key in ("value", "weight", "offsets"):
+                    assert_close(got[key], expected[key], tol=1e-9)
+
+
+def _running_worker(rank: int, world: int, payload: Any) -> list[dict[str, Tensor]]:
+    params, steps, m = payload
+    return train_steps(
+        running_loss("qr", m), params, [step[rank] for step in steps], rank * RANK_BATCH
+    )
+
+
+def test_running_denominator_with_two_gloo_ranks(tmp_path: Path) -> None:
+    m = 0.3
+    params = make_params(40)
+    # Different local batches per rank and step; at step 2 rank 1 has no valid pixel at all.
+    nodata = [(12, 2), (3, 24), (0, 7)]
+    steps = [
+        [make_rank_batch(41 + 2 * s + r, num_masked=n) for r, n in enumerate(counts)]
+        for s, counts in enumerate(nodata)
+    ]
+    results = run_ranks(_running_worker, (params, steps, m), tmp_path)
+
+    # EMA of the global batch means, computed directly.
+    ema = None
+    for step, batches in enumerate(steps):
+        feats, _, mask = concat(batches)
+        batch_mean = valid_q_mean(model_logits(*params, feats, 0).detach(), mask)
+        ema = batch_mean if ema is None else (1 - m) * ema + m * batch_mean
+        for rank in range(WORLD):
+            record = results[rank][step]
+            assert torch.equal(record["running_mean"], results[0][step]["running_mean"])
+            assert_close(record["running_mean"], ema)
+            assert record["num_batches_tracked"].item() == step + 1
+
+    # Values and averaged gradients equal one process on the concatenated batches.
+    single = train_steps(running_loss("qr", m), params, [concat(b) for b in steps], 0)
+    for rank in range(WORLD):
+        for got, expected in zip(results[rank], single, strict=True):
+            for key in ("value", "weight", "offsets"):
+                assert_close(got[key], expected[key], tol=1e-9)
 
 
 # ------------------------------------------------------------------------------------------
@@ -554,7 +781,7 @@ def test_registry() -> None:
         loss = build_loss(name, smoothing=0.01, input_type="log_probs")
         assert type(loss) is cls
         assert loss.smoothing == 0.01 and loss.input_type == "log_probs"
-    qr = build_loss("qr", denominator="running", momentum=0.5)
+    qr = build_loss("qr", denominator="running", momentum=0.5, num_classes=C)
     assert qr.denominator == "running" and qr.momentum == 0.5
     assert "denominator='running'" in repr(qr)
 
