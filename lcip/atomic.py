@@ -1,23 +1,74 @@
-"""Atomic file writes: a file appears whole or not at all (temporary file + rename)."""
+"""Atomic file writes: a file appears whole or not at all (temporary file + rename).
+
+Temporary files are created next to their destination (so the final rename stays on one file
+system) with the mode the umask asks for, ``0o666 & ~umask``, like files other tools write, so
+outputs are readable by colleagues (or QGIS run by another user) exactly when theirs would be.
+:func:`tempfile.mkstemp`, by contrast, always creates files with mode 0600.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+#: Attempts at finding an unused temporary name before giving up.
+_ATTEMPTS = 100
 
-def apply_umask(path: str | Path) -> None:
-    """Give a file made by :func:`tempfile.mkstemp` (mode 0600) the mode the umask asks for.
 
-    Files lcip writes are then readable by colleagues (or QGIS run by another user) exactly
-    when files their tools write would be: ``0o666 & ~umask``.
+def create_temporary(path: str | Path, suffix: str = ".tmp") -> Path:
+    """Create an empty, uniquely named hidden file in the folder of ``path``.
+
+    The file is created with ``O_EXCL`` and mode ``0o666``, which the kernel reduces by the
+    process umask (``0o666 & ~umask``); the caller removes or renames it.
+
+    Args:
+        path: the destination the temporary file stands in for (its folder must exist).
+        suffix: ending of the temporary name.
+
+    Returns:
+        the temporary file, ``.<name>.<random>.<suffix>`` next to ``path``.
+
+    Raises:
+        FileExistsError: if no unused name was found.
     """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    path = Path(path)
+    for _ in range(_ATTEMPTS):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{path}: no unused temporary name in {path.parent}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file to write in place of ``path``, renamed into place on success.
+
+    Parent folders are created. When the ``with`` block raises, the temporary file is removed
+    and an existing destination is left untouched.
+
+    Args:
+        path: destination.
+
+    Yields:
+        the temporary file (created empty, see :func:`create_temporary`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = create_temporary(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -31,20 +82,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
         the destination path. On error the temporary file is removed and an existing
         destination is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    apply_umask(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    return Path(path)
 
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a UTF-8 text file atomically."""
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+__all__ = ["atomic_path", "atomic_write", "create_temporary", "write_text"]

@@ -3,13 +3,19 @@
 Metrics come from confusion matrices accumulated per tile (and summed for the region), never
 from averages of per-batch figures: overall accuracy = trace / total; IoU_c = TP / (TP + FP +
 FN); mIoU = mean of IoU over classes that occur in the labels or the predictions.
+
+Evaluation streams: labels, maps and imagery are read in block-aligned strips of
+:data:`STRIP_ROWS` rows, so memory does not grow with the tile size. Maps made by another
+checkpoint than the configured one are refused before any pixel is read (:attr:`MapSpec.expect`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +28,23 @@ from tqdm.auto import tqdm
 from lcip.atomic import write_text
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
-from lcip.manifest import Manifest
+from lcip.manifest import Manifest, Tile
 from lcip.provenance import read_provenance
-from lcip.raster import Grid, check_same_grid, open_raster, read_on_grid, valid_imagery
+from lcip.raster import (
+    Grid,
+    check_same_grid,
+    open_raster,
+    read_on_grid,
+    streaming_env,
+    strip_windows,
+    valid_imagery,
+)
+
+#: Rows per strip read by :func:`evaluate_manifest` (a multiple of the 256 px block size).
+STRIP_ROWS = 512
+
+#: Map kinds: a class raster, or per-class probabilities whose argmax is taken.
+MAP_KINDS = ("class", "prob")
 
 
 def confusion_matrix(
@@ -40,10 +60,12 @@ def confusion_matrix(
     Returns:
         int64 array (num_classes, num_classes).
     """
-    p = pred.ravel().astype(np.int64)
-    t = target.ravel().astype(np.int64)
-    keep = (t < num_classes) & (p < num_classes)
-    counts = np.bincount(t[keep] * num_classes + p[keep], minlength=num_classes * num_classes)
+    p, t = pred.ravel(), target.ravel()
+    keep = (t < num_classes) & (p < num_classes) & (t >= 0) & (p >= 0)
+    index = t[keep].astype(np.intp)  # one intp copy of the kept pixels, updated in place
+    index *= num_classes
+    index += p[keep]
+    counts = np.bincount(index, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
 
@@ -84,22 +106,55 @@ class MapSpec:
     kind: str = "class"
     expect: Mapping[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in MAP_KINDS:
+            raise ValueError(
+                f"map {self.name!r}: unknown kind {self.kind!r}; use one of {MAP_KINDS}"
+            )
 
-def read_class_map(path: Path, grid: Grid, kind: str) -> npt.NDArray[np.uint8]:
-    """Read a class raster, or the argmax of a probability raster (invalid -> IGNORE_INDEX).
 
-    ``grid`` may be a window of the raster's grid (:meth:`Grid.window`): evaluation reads
-    strip by strip.
+def class_map(data: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
+    """Class indices of a window of a map.
+
+    Args:
+        data: the map's bands (bands, h, w).
+        kind: ``class``: band 1 holds class indices; ``prob``: one band per class, whose
+            argmax is taken (first class on ties; :data:`IGNORE_INDEX` where a band is not
+            finite). The argmax runs band by band, so it needs no copy of the bands.
+
+    Returns:
+        uint8 (h, w).
     """
     if kind == "class":
-        return read_on_grid(path, grid, bands=1, fill=IGNORE_INDEX).astype(np.uint8)
-    if kind == "prob":
-        prob = read_on_grid(path, grid, fill=np.nan, dtype="float32")
-        valid = np.isfinite(prob).all(0)
-        out = np.nan_to_num(prob, nan=-1.0).argmax(0).astype(np.uint8)
-        out[~valid] = IGNORE_INDEX
-        return out
-    raise ValueError(f"unknown map kind {kind!r}; use 'class' or 'prob'")
+        return data[0].astype(np.uint8, copy=False)
+    if kind != "prob":
+        raise ValueError(f"unknown map kind {kind!r}; use one of {MAP_KINDS}")
+    out = np.zeros(data.shape[1:], np.uint8)
+    best = data[0].astype(np.float32)
+    valid = np.isfinite(best)
+    for c in range(1, data.shape[0]):
+        band = data[c]
+        valid &= np.isfinite(band)
+        out[band > best] = c
+        np.maximum(best, band, out=best)
+    out[~valid] = IGNORE_INDEX
+    return out
+
+
+def read_class_map(path: Path, grid: Grid, kind: str) -> npt.NDArray[np.uint8]:
+    """Read a class raster, or the argmax of a probability raster, onto a grid.
+
+    Args:
+        path: the map.
+        grid: the grid to read it on (outside the raster: :data:`IGNORE_INDEX`).
+        kind: ``class`` or ``prob`` (see :func:`class_map`).
+
+    Returns:
+        uint8 (h, w) class indices, :data:`IGNORE_INDEX` where invalid.
+    """
+    if kind == "class":
+        return class_map(read_on_grid(path, grid, bands=[1], fill=IGNORE_INDEX), kind)
+    return class_map(read_on_grid(path, grid, fill=np.nan, dtype="float32"), kind)
 
 
 @dataclass(frozen=True)
@@ -177,27 +232,34 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
 def check_provenance(path: Path, expect: Mapping[str, Any]) -> None:
     """Refuse a map whose recorded provenance params differ from ``expect``.
 
+    Args:
+        path: the map.
+        expect: params it must record (compared as the provenance JSON stores them).
+
     Raises:
-        DataError: one line naming the file, the setting, what it records and what is expected.
+        DataError: one line naming the file, the setting, what it records and what is
+            expected (sha256 digests shortened to 12 characters), and the fix.
     """
-    record = read_provenance(path) or {}
-    params = record.get("params", {})
-    for key, want in expect.items():
-        got = params.get(key)
-        if got != want:
+    record = read_provenance(path)
+    params = record.get("params", {}) if record else {}
+    for key, value in expect.items():
+        want = json.loads(json.dumps(value, default=str))
+        if key not in params:
             raise DataError(
-                f"{path}: made with {key}={_short(got)}, but the configured run has "
-                f"{_short(want)}: run lcip-predict again"
+                f"{path}: records no {key} (no lcip provenance), but this run expects "
+                f"{key}={_short(want)}; run lcip-predict again"
+            )
+        if params[key] != want:
+            raise DataError(
+                f"{path}: made with {key}={_short(params[key])}, but this run expects "
+                f"{key}={_short(want)}; run lcip-predict again"
             )
 
 
 def _short(value: Any) -> str:
+    """A value for a message: sha256 hex digests shortened to 12 characters."""
     text = str(value)
     return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
-
-
-#: Rows per strip read by :func:`evaluate_manifest` (a multiple of the 256 px block size).
-STRIP_ROWS = 1024
 
 
 def evaluate_manifest(
@@ -211,55 +273,97 @@ def evaluate_manifest(
 ) -> Evaluation:
     """Evaluate maps against labels on every tile of a manifest, strip by strip.
 
-    Rasters are read in strips of :data:`STRIP_ROWS` rows, so memory does not grow with the
-    tile size.
+    First every map with :attr:`MapSpec.expect` is checked on every tile (a map made by
+    another checkpoint is refused before any pixel is read); then each tile's label, maps and
+    imagery are read in block-aligned strips of :data:`STRIP_ROWS` rows and confusion
+    matrices accumulated, so memory does not grow with the tile size.
 
     Args:
         manifest: tiles with the label layer and every map's layer.
         maps: the maps to evaluate.
         scheme: class scheme (maps the raw labels).
         label_layer: layer of raw high-resolution labels.
-        image_layer: imagery layer; pixels whose imagery is nodata are not scored for any map.
+        image_layer: imagery layer; pixels whose imagery is nodata (see
+            :func:`lcip.raster.valid_imagery`) are not scored for any map, so every map is
+            scored on the same pixels.
         zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
 
     Returns:
         the evaluation.
 
     Raises:
-        DataError: for a missing file, grids that differ, or a map made by another checkpoint.
+        DataError: for a missing, truncated or corrupt file, grids that differ, or a map made
+            by another checkpoint.
     """
     if len(manifest) == 0:
         raise DataError(f"{manifest.path or 'manifest'}: no tiles to evaluate")
     extra = [image_layer] if image_layer else []
     manifest.check_files([label_layer, *extra, *(m.layer for m in maps)])
-    matrices: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
-    num = scheme.num_classes
-    for tile in tqdm(manifest.tiles, desc="evaluate", unit="tile"):
+    for tile in manifest.tiles:
         for m in maps:
             if m.expect:
                 check_provenance(tile.layer(m.layer), m.expect)
-        layers = {
-            label_layer: tile.layer(label_layer),
-            **{m.name: tile.layer(m.layer) for m in maps},
-        }
-        if image_layer:
-            layers[image_layer] = tile.layer(image_layer)
-        grid = check_same_grid(layers, f"tile {tile.tile_id}")
-        nodata = None
-        if image_layer:
-            with open_raster(tile.layer(image_layer)) as src:
-                nodata = src.nodata
-        for m in maps:
-            matrices[(tile.tile_id, m.name)] = np.zeros((num, num), np.int64)
-        for row in range(0, grid.height, STRIP_ROWS):
-            strip = grid.window(Window(0, row, grid.width, min(STRIP_ROWS, grid.height - row)))
-            target = scheme.map_labels(read_on_grid(tile.layer(label_layer), strip, bands=1))
-            if image_layer:
-                image = read_on_grid(tile.layer(image_layer), strip)
-                target[~valid_imagery(image, nodata, zero_is_nodata)] = IGNORE_INDEX
-            for m in maps:
-                pred = read_class_map(tile.layer(m.layer), strip, m.kind)
-                matrices[(tile.tile_id, m.name)] += confusion_matrix(pred, target, num)
+    matrices: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+    with streaming_env():
+        for tile in tqdm(manifest.tiles, desc="evaluate", unit="tile"):
+            tile_matrices = _evaluate_tile(
+                tile, maps, scheme, label_layer, image_layer, zero_is_nodata
+            )
+            matrices.update({(tile.tile_id, n): cm for n, cm in tile_matrices.items()})
     return Evaluation(
         scheme, tuple(m.name for m in maps), tuple(t.tile_id for t in manifest), matrices
     )
+
+
+def _evaluate_tile(
+    tile: Tile,
+    maps: Sequence[MapSpec],
+    scheme: ClassScheme,
+    label_layer: str,
+    image_layer: str | None,
+    zero_is_nodata: bool,
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Confusion matrices of the maps of one tile (map name -> matrix), read strip by strip."""
+    layers = {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}}
+    if image_layer:
+        layers[image_layer] = tile.layer(image_layer)
+    grid = check_same_grid(layers, f"tile {tile.tile_id}")
+    num = scheme.num_classes
+    matrices = {m.name: np.zeros((num, num), np.int64) for m in maps}
+    with ExitStack() as stack:
+        label = stack.enter_context(open_raster(tile.layer(label_layer)))
+        image = stack.enter_context(open_raster(tile.layer(image_layer))) if image_layer else None
+        sources = [stack.enter_context(open_raster(tile.layer(m.layer))) for m in maps]
+        for window in strip_windows(grid, STRIP_ROWS):
+            target = scheme.map_labels(label.read(1, window=window))
+            if image is not None:
+                valid = valid_imagery(image.read(window=window), image.nodata, zero_is_nodata)
+                target[~valid] = IGNORE_INDEX
+            for m, src in zip(maps, sources, strict=True):
+                pred = _read_map(src, window, m.kind)
+                matrices[m.name] += confusion_matrix(pred, target, num)
+    return matrices
+
+
+def _read_map(src: Any, window: Window, kind: str) -> npt.NDArray[np.uint8]:
+    """Class indices of a window of an open map (only band 1 of a class raster is read)."""
+    if kind == "class":
+        return class_map(src.read([1], window=window), kind)
+    return class_map(src.read(window=window, out_dtype="float32"), kind)
+
+
+__all__ = [
+    "MAP_KINDS",
+    "STRIP_ROWS",
+    "Evaluation",
+    "MapSpec",
+    "accuracy",
+    "check_provenance",
+    "class_map",
+    "confusion_matrix",
+    "evaluate_manifest",
+    "iou_per_class",
+    "mean_iou",
+    "read_class_map",
+    "rows_to_csv",
+]

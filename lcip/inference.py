@@ -1,9 +1,15 @@
 """Sliding-window inference over whole tiles, equal to running the network on the whole tile.
 
 Shared by prediction (:mod:`lcip.predict`) and the learned prior
-(:mod:`lcip.priors.learned`): the network runs on overlapping windows and only each window's
-centre is kept (a margin of at least half the receptive field is dropped where a neighbouring
-window covers it), so the stitched output equals whole-tile inference.
+(:mod:`lcip.priors.learned`): write windows of ``window`` px (a multiple of the 256 px block
+size of written rasters, so each write fills whole blocks) tile the grid; the network runs on
+each write window grown by a margin of at least half its receptive field (clipped to the grid,
+where it sees the same zero padding as on the whole tile) and only the write window is kept,
+so the stitched output equals whole-tile inference.
+
+Windows are read through a :class:`torch.utils.data.DataLoader` (``num_workers`` processes
+reading ``prefetch_factor`` batches ahead, pinned memory on CUDA), so a GPU does not wait on
+disk.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lcip.datasets import TileWindowDataset, WindowKey, collate_windows
+from lcip.errors import ConfigError
 from lcip.losses import log_probs
-from lcip.raster import Grid
-from lcip.samplers import grid_starts
+from lcip.raster import BLOCK_SIZE, Grid
 
 
 @dataclass(frozen=True)
@@ -28,14 +34,19 @@ class WindowConfig:
     """Sliding-window settings.
 
     Args:
-        window: window size in pixels.
-        margin: pixels dropped at each inner window edge (None: half the receptive field,
-            at least 8).
+        window: write window size in pixels, a positive multiple of :data:`BLOCK_SIZE`; the
+            network reads it grown by ``margin`` on each side.
+        margin: pixels of context read on each side of a write window (None: half the
+            receptive field, at least 8).
         batch_size: windows per forward pass.
         smoothing: additive smoothing of the output probabilities.
-        device: torch device.
+        device: torch device (``cpu``, ``cuda``, ``cuda:1``, ...).
         num_workers: processes reading windows ahead of the network (DataLoader workers).
-        prefetch_factor: batches each worker reads ahead.
+        prefetch_factor: batches each worker reads ahead (used when ``num_workers > 0``).
+
+    Raises:
+        ConfigError: for a window that is not a positive multiple of the block size, or
+            another setting out of range.
     """
 
     window: int = 512
@@ -45,6 +56,27 @@ class WindowConfig:
     device: str = "cpu"
     num_workers: int = 0
     prefetch_factor: int = 2
+
+    def __post_init__(self) -> None:
+        check_window(self.window)
+        if self.margin is not None and self.margin < 0:
+            raise ConfigError(f"margin {self.margin}: must be >= 0 (or None)")
+        for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch_factor", 1)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} {getattr(self, name)}: must be >= {least}")
+
+
+def check_window(size: int) -> None:
+    """Check that a write window is a positive multiple of :data:`BLOCK_SIZE`.
+
+    Raises:
+        ConfigError: naming the window and the block size.
+    """
+    if size <= 0 or size % BLOCK_SIZE:
+        raise ConfigError(
+            f"window {size}: the write window must be a positive multiple of the "
+            f"{BLOCK_SIZE} px block size of written rasters (e.g. {BLOCK_SIZE * 2})"
+        )
 
 
 def receptive_field(model: nn.Module) -> int:
@@ -59,27 +91,31 @@ def receptive_field(model: nn.Module) -> int:
 
 
 def tile_windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, Window]]:
-    """(read window, write window) pairs tiling the grid.
+    """(read window, write window) pairs tiling the grid, row by row.
 
-    Write windows of ``size - 2 * margin`` px tile the grid; each read window is its write
-    window grown by ``margin`` and clipped to the grid, so that at the tile's edges the network
-    sees the same zero padding as on the whole tile.
+    Write windows of ``size`` x ``size`` px (clipped at the grid's right and bottom edges)
+    start at multiples of ``size``, a multiple of :data:`BLOCK_SIZE`, so they cover whole
+    blocks of the written rasters. Each read window is its write window grown by ``margin``
+    on every side and clipped to the grid, so that at the tile's edges the network sees the
+    same zero padding as on the whole tile.
 
     Args:
         grid: the tile's grid.
-        size: read window size.
-        margin: pixels of context on each inner side.
+        size: write window size (a positive multiple of :data:`BLOCK_SIZE`).
+        margin: pixels of context on each side.
 
     Yields:
         (read window, write window).
+
+    Raises:
+        ConfigError: if ``size`` is not a positive multiple of the block size.
     """
-    inner = size - 2 * margin
-    if inner <= 0:
-        raise ValueError(f"window {size} too small for margin {margin}")
-    for r0 in grid_starts(grid.height, inner, inner):
-        for c0 in grid_starts(grid.width, inner, inner):
-            h = min(inner, grid.height - r0)
-            w = min(inner, grid.width - c0)
+    check_window(size)
+    if margin < 0:
+        raise ValueError(f"margin {margin} must be >= 0")
+    for r0 in range(0, grid.height, size):
+        for c0 in range(0, grid.width, size):
+            h, w = min(size, grid.height - r0), min(size, grid.width - c0)
             top, left = max(0, r0 - margin), max(0, c0 - margin)
             bottom, right = min(grid.height, r0 + h + margin), min(grid.width, c0 + w + margin)
             yield Window(left, top, right - left, bottom - top), Window(c0, r0, w, h)
@@ -112,9 +148,10 @@ def sliding_window_log_probs(
 ) -> Iterator[tuple[Window, torch.Tensor, torch.Tensor]]:
     """Run a network over a tile with overlapping windows.
 
-    Yields, for write windows that tile the grid, ``(window, log_q, valid)``: the smoothed
-    log-probabilities (C x h x w, float32 on the CPU) of the window's centre and its valid
-    mask (h x w). The stitched result equals running the network on the whole tile.
+    Yields, for the write windows of :func:`tile_windows` in order, ``(window, log_q,
+    valid)``: the smoothed log-probabilities (C x h x w, float32 on the CPU) of the write
+    window and its valid mask (h x w). The stitched result equals running the network on the
+    whole tile.
 
     Args:
         model: network (logits), in eval mode, on ``cfg.device``.
@@ -143,14 +180,15 @@ def sliding_window_log_probs(
     tile_id = dataset.manifest.tiles[tile_index].tile_id
     done = 0
     for batch in tqdm(loader, desc=tile_id, leave=False):
+        masks = batch["mask"]
         with torch.inference_mode():
             image = batch["image"].to(device, non_blocking=True)
-            logits = model(image).float().cpu()
-        chunk = windows[done : done + len(logits)]
-        done += len(logits)
-        for (rw, ww), mask, log_q in zip(
-            chunk, batch["mask"], log_probs(logits, "logits", cfg.smoothing), strict=True
-        ):
+            del batch  # the inputs are not kept while the outputs are consumed
+            log_qs = log_probs(model(image).float(), "logits", cfg.smoothing).cpu()
+            del image
+        chunk = windows[done : done + len(log_qs)]
+        done += len(log_qs)
+        for (rw, ww), mask, log_q in zip(chunk, masks, log_qs, strict=True):
             r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
             rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
             yield ww, log_q[:, rows, cols], mask[rows, cols]
@@ -170,4 +208,10 @@ class _Windows(Dataset[dict[str, torch.Tensor]]):
         return self.dataset[self.keys[i]]
 
 
-__all__ = ["WindowConfig", "receptive_field", "sliding_window_log_probs", "tile_windows"]
+__all__ = [
+    "WindowConfig",
+    "check_window",
+    "receptive_field",
+    "sliding_window_log_probs",
+    "tile_windows",
+]

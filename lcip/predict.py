@@ -1,28 +1,33 @@
-"""Whole-tile prediction: sliding windows with overlap, streamed to GeoTIFF.
+"""Whole-tile prediction: sliding windows with overlap, streamed to Cloud Optimized GeoTIFFs.
 
 For each tile, two passes:
 
-1. the network runs on overlapping windows; only each window's centre (a margin of at least
-   half the receptive field is dropped where a neighbouring window covers it) is written to the
-   ``q`` probability raster, so the stitched map equals whole-tile inference; at the same time
-   the per-class sum of q over the tile's valid pixels is accumulated;
+1. the network runs on block-aligned write windows, each read with a margin of context
+   (:func:`lcip.inference.sliding_window_log_probs`), so the stitched map equals whole-tile
+   inference; each window's q is written to the ``q`` rasters and the per-class sum of q over
+   the tile's valid pixels is accumulated;
 2. the implied posterior ``r`` is computed window by window from the written q, the prior
    and the tile-wide denominator, and written too.
 
-Outputs per tile (all on the input tile's grid): ``q_prob`` (float32, one band per class),
-``q_class`` (uint8, 255 = nodata, with a colour table), ``r_prob`` and ``r_class`` likewise.
+Outputs per tile (all on the input tile's grid, Cloud Optimized GeoTIFFs with overviews:
+average for probabilities, mode for classes): ``q_prob`` (float32, one band per class, NaN =
+nodata), ``q_class`` (uint8, 255 = nodata, with a colour table), ``r_prob`` and ``r_class``
+likewise. Memory does not grow with the tile size: windows are read, predicted and written one
+batch at a time.
 
 Every output records its provenance (:mod:`lcip.provenance`): the caller's ``params`` (the
 checkpoint and its sha256, the loss, its smoothing and denominator, the prior) and the
-fingerprints of the tile's imagery and prior files, also as readable tags. A tile is skipped
-only when all four outputs are whole, on the tile's grid and record exactly this provenance;
-otherwise all four are rewritten.
+fingerprints of the tile's imagery and prior files, also each param as a readable tag. A tile
+is skipped only when all four outputs are whole, on the tile's grid and record exactly this
+provenance; otherwise all four are rewritten. A tile with no valid pixel (imagery or prior
+nodata everywhere) is not predicted and its stale outputs are removed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +43,70 @@ from lcip.classes import IGNORE_INDEX, ClassScheme, colormap
 from lcip.datasets import LayerSpec, TileWindowDataset
 from lcip.inference import WindowConfig, sliding_window_log_probs
 from lcip.losses import implied_posterior, log_prior
-from lcip.manifest import Manifest, Tile
+from lcip.manifest import Manifest
 from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.raster import raster_writer
+from lcip.raster import Grid, raster_writer, streaming_env
 
 log = logging.getLogger(__name__)
 
 #: Output layers written per tile, in manifest layer names.
 OUTPUT_LAYERS = ("q_prob", "q_class", "r_prob", "r_class")
+
+
+class _NoValidPixel(Exception):
+    """Raised inside the q writers to abandon a tile with no valid pixel (nothing is kept)."""
+
+
+def output_paths(out_dir: Path, tile_id: str) -> dict[str, Path]:
+    """The output files of a tile: ``<out_dir>/<layer>/<tile_id>.tif`` per output layer."""
+    return {name: out_dir / name / f"{tile_id}.tif" for name in OUTPUT_LAYERS}
+
+
+def _band_count(layer: str, num_classes: int) -> int:
+    return num_classes if layer.endswith("_prob") else 1
+
+
+@contextmanager
+def _map_writers(
+    paths: Mapping[str, Path], output: str, grid: Grid, scheme: ClassScheme, tags: dict[str, str]
+) -> Iterator[tuple[Any, Any]]:
+    """COG writers of one output's probability and class rasters (``output`` = q or r)."""
+    with (
+        raster_writer(
+            paths[f"{output}_prob"],
+            grid,
+            scheme.num_classes,
+            "float32",
+            nodata=float("nan"),
+            tags=tags,
+            band_names=list(scheme.classes),
+            cog=True,
+        ) as prob,
+        raster_writer(
+            paths[f"{output}_class"],
+            grid,
+            1,
+            "uint8",
+            nodata=IGNORE_INDEX,
+            tags=tags,
+            colormap=colormap(scheme.colors),
+            cog=True,
+        ) as cls,
+    ):
+        yield prob, cls
+
+
+def _write(
+    dst_prob: Any, dst_cls: Any, log_p: torch.Tensor, valid: torch.Tensor, window: Window
+) -> None:
+    """Write one window of probabilities (NaN where invalid) and classes (255 where invalid)."""
+    invalid = ~valid.numpy()
+    prob = log_p.exp().numpy()
+    prob[:, invalid] = np.nan
+    cls = log_p.argmax(0).numpy().astype(np.uint8)
+    cls[invalid] = IGNORE_INDEX
+    dst_prob.write(prob, window=window)
+    dst_cls.write(cls[None], window=window)
 
 
 def predict_tile(
@@ -58,33 +119,35 @@ def predict_tile(
     params: Mapping[str, Any],
     force: bool = False,
 ) -> dict[str, Path] | None:
-    """Predict one tile and write its q and r rasters.
+    """Predict one tile and write its q and r rasters (unless they are up to date).
 
     Args:
-        model: trained network (logits), in eval mode.
+        model: trained network (logits), in eval mode, on ``cfg.device``.
         dataset: dataset over the tiles (imagery and prior layers).
         tile_index: index of the tile in the dataset's manifest.
         out_dir: output folder; files are ``<layer>/<tile_id>.tif``.
         scheme: class scheme (band names, colours).
         cfg: sliding-window settings.
-        params: what made the maps (recorded in their provenance).
+        params: what made the maps (recorded in their provenance and as readable tags).
         force: rewrite even when up to date.
 
     Returns:
         output layer name -> file, or None when the tile has no valid pixel (its stale
         outputs, if any, are removed).
     """
-    tile: Tile = dataset.manifest.tiles[tile_index]
+    tile = dataset.manifest.tiles[tile_index]
     grid = dataset.grids[tile_index]
-    paths = {name: out_dir / name / f"{tile.tile_id}.tif" for name in OUTPUT_LAYERS}
-    num_classes = scheme.num_classes
+    paths = output_paths(out_dir, tile.tile_id)
     prior_layer = dataset.layers.prior
-    assert prior_layer is not None
+    if prior_layer is None:
+        raise ValueError("prediction needs a prior layer (for r)")
     record = provenance(
         params, {"image": tile.layer(dataset.layers.image), "prior": tile.layer(prior_layer)}
     )
-    counts = {"q_prob": num_classes, "r_prob": num_classes, "q_class": 1, "r_class": 1}
-    if not force and all(is_up_to_date(p, record, grid, counts[n]) for n, p in paths.items()):
+    num_classes = scheme.num_classes
+    if not force and all(
+        is_up_to_date(p, record, grid, _band_count(n, num_classes)) for n, p in paths.items()
+    ):
         log.info("tile %s: outputs up to date, skipped", tile.tile_id)
         return paths
     tags = {
@@ -93,53 +156,20 @@ def predict_tile(
         "lcip_version": lcip.__version__,
         "tile_id": tile.tile_id,
     }
-
-    def writers(output: str, **extra: str) -> tuple[Any, Any]:
-        t = {**tags, "output": output, **extra}
-        prob = raster_writer(
-            paths[f"{output}_prob"],
-            grid,
-            num_classes,
-            "float32",
-            nodata=float("nan"),
-            tags=t,
-            band_names=names,
-        )
-        cls = raster_writer(
-            paths[f"{output}_class"],
-            grid,
-            1,
-            "uint8",
-            nodata=IGNORE_INDEX,
-            tags=t,
-            colormap=colormap(scheme.colors),
-        )
-        return prob, cls
-
-    def write(
-        dst_prob: Any, dst_cls: Any, log_p: torch.Tensor, valid: torch.Tensor, window: Window
-    ) -> None:
-        invalid = ~valid.numpy()
-        prob = log_p.exp().numpy()
-        prob[:, invalid] = np.nan
-        cls = log_p.argmax(0).numpy().astype(np.uint8)
-        cls[invalid] = IGNORE_INDEX
-        dst_prob.write(prob, window=window)
-        dst_cls.write(cls[None], window=window)
-
-    names = list(scheme.classes)
     sums = torch.zeros(num_classes, dtype=torch.float64)
     count = 0
     windows: list[Window] = []
-    # Pass 1: q on overlapping windows, keeping each window's centre.
-    q_prob, q_class = writers("q")
-    with q_prob as qp, q_class as qc:
-        for window, log_q, valid in sliding_window_log_probs(model, dataset, tile_index, cfg):
-            sums += log_q[:, valid].exp().double().sum(dim=1)
-            count += int(valid.sum())
-            write(qp, qc, log_q, valid, window)
-            windows.append(window)
-    if count == 0:
+    # Pass 1: q on block-aligned write windows, each read with its margin of context.
+    try:
+        with _map_writers(paths, "q", grid, scheme, {**tags, "output": "q"}) as (qp, qc):
+            for window, log_q, valid in sliding_window_log_probs(model, dataset, tile_index, cfg):
+                sums += log_q[:, valid].exp().double().sum(dim=1)
+                count += int(valid.sum())
+                _write(qp, qc, log_q, valid, window)
+                windows.append(window)
+            if count == 0:
+                raise _NoValidPixel
+    except _NoValidPixel:
         log.warning(
             "tile %s: no valid pixel (imagery or prior nodata), not predicted", tile.tile_id
         )
@@ -147,13 +177,16 @@ def predict_tile(
             p.unlink(missing_ok=True)
         return None
     # Pass 2: r, with the denominator over the whole tile (mean of q over its valid pixels).
-    log_denom = (sums / max(count, 1)).clamp_min(1e-30).log().float()
-    r_prob, r_class = writers("r", denominator="tile")
-    with rasterio.open(paths["q_prob"]) as qsrc, r_prob as rp, r_class as rc:
-        for ww in windows:
-            q = torch.from_numpy(qsrc.read(window=ww))
+    log_denom = (sums / count).clamp_min(1e-30).log().float()
+    r_tags = {**tags, "output": "r", "r_denominator": "tile"}
+    with (
+        rasterio.open(paths["q_prob"]) as qsrc,
+        _map_writers(paths, "r", grid, scheme, r_tags) as (rp, rc),
+    ):
+        for window in windows:
+            q = torch.from_numpy(qsrc.read(window=window))
             prior = torch.from_numpy(
-                dataset.read(tile_index, prior_layer, ww, fill=np.nan).astype(np.float32)
+                dataset.read(tile_index, prior_layer, window, fill=np.nan).astype(np.float32)
             )
             valid = torch.isfinite(q).all(0) & torch.isfinite(prior).all(0)
             q = torch.where(valid, q, 1.0 / num_classes)
@@ -161,7 +194,7 @@ def predict_tile(
             log_r = implied_posterior(
                 q.log()[None], log_prior(prior[None], cfg.smoothing), log_denom
             )[0]
-            write(rp, rc, log_r, valid, ww)
+            _write(rp, rc, log_r, valid, window)
     return paths
 
 
@@ -179,6 +212,9 @@ def predict_manifest(
 ) -> Manifest:
     """Predict every tile of a manifest; returns the manifest with the output layers added.
 
+    The network runs on ``cfg.device``; windows are read by ``cfg.num_workers`` DataLoader
+    workers (see :func:`lcip.inference.sliding_window_log_probs`).
+
     Args:
         model: trained network.
         manifest: tiles to predict (need imagery and prior layers).
@@ -186,30 +222,33 @@ def predict_manifest(
         scheme: class scheme.
         out_dir: output folder.
         cfg: sliding-window settings.
-        params: what made the maps (checkpoint sha256, loss, ...), recorded in their tags.
+        params: what made the maps (checkpoint, its path and sha256, loss, smoothing,
+            denominator, prior, ...), recorded in their provenance and as readable tags.
         force: rewrite every tile's maps.
-        zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
+        zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none
+            (not part of the provenance unless the caller puts it in ``params``).
 
     Returns:
         the manifest with layers ``q_prob``, ``q_class``, ``r_prob``, ``r_class``, restricted
         to the tiles that have valid pixels.
     """
     model = model.to(cfg.device).eval()
-    dataset = TileWindowDataset(
-        manifest,
-        LayerSpec(layers.image, layers.prior, None, layers.extra),
-        scheme,
-        zero_is_nodata=zero_is_nodata,
-    )
     outputs: dict[str, dict[str, Path]] = {name: {} for name in OUTPUT_LAYERS}
-    for i, tile in enumerate(tqdm(manifest.tiles, desc="predict", unit="tile")):
-        written = predict_tile(model, dataset, i, out_dir, scheme, cfg, params, force)
-        for name, path in (written or {}).items():
-            outputs[name][tile.tile_id] = path
+    with streaming_env():
+        dataset = TileWindowDataset(
+            manifest,
+            LayerSpec(layers.image, layers.prior, None, layers.extra),
+            scheme,
+            zero_is_nodata=zero_is_nodata,
+        )
+        for i, tile in enumerate(tqdm(manifest.tiles, desc="predict", unit="tile")):
+            written = predict_tile(model, dataset, i, out_dir, scheme, cfg, params, force)
+            for name, path in (written or {}).items():
+                outputs[name][tile.tile_id] = path
     manifest = manifest.select(tile_ids=list(outputs["q_prob"]))
     for name, paths in outputs.items():
         manifest = manifest.with_layer(name, paths)
     return manifest
 
 
-__all__ = ["OUTPUT_LAYERS", "predict_manifest", "predict_tile"]
+__all__ = ["OUTPUT_LAYERS", "output_paths", "predict_manifest", "predict_tile"]

@@ -5,13 +5,20 @@ grid (the NAIP grid). Sources on other grids (30 m NLCD, a region-wide mosaic, a
 read onto a tile grid with :func:`read_on_grid`, optionally with a halo of extra pixels.
 
 Written rasters are tiled (256x256), DEFLATE-compressed GeoTIFFs that appear whole or not at
-all (written to a temporary file in the same folder, then renamed).
+all (written to a temporary file in the same folder, then renamed; see :mod:`lcip.atomic`).
+With ``cog=True`` they are Cloud Optimized GeoTIFFs with overviews, written window by window:
+see :func:`raster_writer`. Files are verified when opened (:meth:`Grid.of` reads their last
+block), so a truncated file is reported when a stage starts, not hours later.
+
+GDAL's block cache defaults to 5 % of the machine's memory and would grow with the rasters
+streamed through it; lcip's readers and writers cap it at :data:`GDAL_CACHE_MB` (see
+:func:`streaming_env`) unless ``GDAL_CACHEMAX`` is set in the environment.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,18 +28,36 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from lcip.atomic import apply_umask
+from lcip.atomic import atomic_path, create_temporary
 from lcip.errors import DataError, GridMismatchError
 
 #: Block size of every raster lcip writes.
 BLOCK_SIZE = 256
+
+#: GDAL block cache (MiB) while lcip streams rasters (see :func:`streaming_env`).
+GDAL_CACHE_MB = 64
+
+
+def streaming_env() -> rasterio.Env:
+    """A rasterio environment whose GDAL block cache is capped at :data:`GDAL_CACHE_MB`.
+
+    Windowed reads and writes then stay within a memory bound whatever the raster size (GDAL's
+    default cache is 5 % of the machine's memory). A ``GDAL_CACHEMAX`` set in the environment
+    is respected.
+
+    Returns:
+        the environment, to be used as a context manager.
+    """
+    options = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHE_MB}
+    return rasterio.Env(**options)
 
 
 @dataclass(frozen=True)
@@ -53,15 +78,22 @@ class Grid:
 
     @classmethod
     def of(cls, path: str | Path) -> Grid:
-        """Read the grid of a raster file.
+        """Read the grid of a raster file, checking that the file is whole.
+
+        The last block of every band is read, which catches files truncated by an interrupted
+        copy or a full disk when a stage opens its layers (see :func:`check_whole`).
 
         Args:
             path: raster file.
 
         Returns:
             the raster's grid.
+
+        Raises:
+            DataError: if the file is missing, not a raster, truncated or corrupt.
         """
         with open_raster(path) as src:
+            check_whole(src, path)
             return cls(src.crs, src.transform, src.height, src.width)
 
     @property
@@ -170,25 +202,29 @@ def open_raster(path: str | Path) -> Iterator[Any]:
         src.close()
 
 
-def check_readable(path: str | Path) -> None:
-    """Check that a raster opens and that its last block reads (catches truncated files).
+def check_whole(src: Any, path: str | Path) -> None:
+    """Check that an open raster's last block reads (a truncated file fails there).
+
+    GDAL stores the bottom-right block of the last band last (the COG layout always; GeoTIFFs
+    written whole or row by row too), so a file cut short cannot read it.
 
     Args:
-        path: raster file.
+        src: the open rasterio dataset.
+        path: its file, for the message.
 
     Raises:
-        DataError: naming the file, if it is missing, unreadable, truncated or corrupt.
+        DataError: ``<path>: truncated or corrupt raster (<reason>)``.
     """
-    with open_raster(path) as src:
-        try:
-            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
-        except Exception as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"{path}: truncated or corrupt raster ({reason})") from None
+    try:
+        src.read(window=Window(src.width - 1, src.height - 1, 1, 1))
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        raise DataError(f"{path}: truncated or corrupt raster ({reason})") from None
 
 
 def check_same_grid(paths: Mapping[str, str | Path], context: str = "tile") -> Grid:
-    """Check that several rasters share one grid (and that each is readable to its end).
+    """Check that several rasters share one grid (and that each is whole, see :meth:`Grid.of`).
 
     Args:
         paths: layer name -> raster file.
@@ -199,12 +235,11 @@ def check_same_grid(paths: Mapping[str, str | Path], context: str = "tile") -> G
 
     Raises:
         GridMismatchError: naming the first layer whose grid differs from the first one's.
+        DataError: if a file is missing, not a raster, truncated or corrupt.
     """
     items = list(paths.items())
     if not items:
         raise ValueError("check_same_grid needs at least one layer")
-    for _, path in items:
-        check_readable(path)
     ref_name, ref_path = items[0]
     ref = Grid.of(ref_path)
     for name, path in items[1:]:
@@ -284,39 +319,8 @@ def _window_in(src: Grid, target: Grid) -> Window | None:
     return Window(round(col), round(row), target.width, target.height)
 
 
-@contextmanager
-def raster_writer(
-    path: str | Path,
-    grid: Grid,
-    count: int,
-    dtype: str,
-    *,
-    nodata: float | None = None,
-    tags: Mapping[str, Any] | None = None,
-    band_names: list[str] | None = None,
-    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
-) -> Iterator[Any]:
-    """Open a tiled, compressed GeoTIFF for (windowed) writing; it appears whole or not at all.
-
-    The file is written under a temporary name in the destination folder and renamed into
-    place when the ``with`` block exits without error; on error the temporary file is removed
-    and an existing destination is left untouched.
-
-    Args:
-        path: destination file; parent folders are created.
-        grid: the raster's grid.
-        count: number of bands.
-        dtype: data type name (``uint8``, ``float32``, ...).
-        nodata: nodata value to record.
-        tags: dataset-level metadata tags (values are converted to strings).
-        band_names: band descriptions (e.g. class names).
-        colormap: colour table for band 1 (uint8 class rasters), for QGIS.
-
-    Yields:
-        the rasterio dataset open for writing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _gtiff_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> dict[str, Any]:
+    """Creation options of a tiled, DEFLATE-compressed GeoTIFF."""
     profile: dict[str, Any] = {
         "driver": "GTiff",
         "width": grid.width,
@@ -333,22 +337,132 @@ def raster_writer(
     }
     if grid.width >= BLOCK_SIZE and grid.height >= BLOCK_SIZE:
         profile.update(tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    apply_umask(tmp)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
-            for i, name in enumerate(band_names or [], start=1):
-                dst.set_band_description(i, name)
-            if colormap is not None:
-                dst.write_colormap(1, dict(colormap))
-            yield dst
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return profile
+
+
+def _scratch_profile(grid: Grid, count: int, dtype: str, nodata: float | None) -> dict[str, Any]:
+    """Creation options of the uncompressed, tiled GeoTIFF a COG is copied from.
+
+    Uncompressed, so that windowed writes land in place whatever their alignment and cost no
+    compression twice.
+    """
+    profile = _gtiff_profile(grid, count, dtype, nodata)
+    del profile["predictor"]
+    profile.update(compress="none", tiled=True, blockxsize=BLOCK_SIZE, blockysize=BLOCK_SIZE)
+    return profile
+
+
+def _overview_resampling(dtype: str) -> Resampling:
+    """Default overview resampling: ``average`` for float rasters, ``mode`` for integer ones.
+
+    Probabilities average meaningfully; class codes do not, their most frequent value does.
+    """
+    return Resampling.average if np.dtype(dtype).kind == "f" else Resampling.mode
+
+
+def _cog_options(dtype: str, overview_resampling: Resampling | None = None) -> dict[str, Any]:
+    """Creation options of GDAL's COG driver for the rasters lcip writes.
+
+    Args:
+        dtype: data type name.
+        overview_resampling: resampling of the overviews (None: :func:`_overview_resampling`).
+
+    Returns:
+        options for :func:`rasterio.shutil.copy` with ``driver="COG"``: 256 px tiles, DEFLATE
+        with a predictor, overviews down to one tile, BigTIFF when needed.
+    """
+    resampling = overview_resampling or _overview_resampling(dtype)
+    return {
+        "BLOCKSIZE": BLOCK_SIZE,
+        "COMPRESS": "DEFLATE",
+        "PREDICTOR": "YES",
+        "OVERVIEWS": "AUTO",
+        "OVERVIEW_RESAMPLING": resampling.name.upper(),
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+
+
+@contextmanager
+def _open_for_writing(
+    path: Path,
+    profile: Mapping[str, Any],
+    tags: Mapping[str, Any] | None,
+    band_names: list[str] | None,
+    colormap: Mapping[int, tuple[int, int, int, int]] | None,
+) -> Iterator[Any]:
+    """Open a GeoTIFF for writing with its tags, band descriptions and colour table set."""
+    with rasterio.open(path, "w", **profile) as dst:
+        if tags:
+            dst.update_tags(**{k: str(v) for k, v in tags.items()})
+        for i, name in enumerate(band_names or [], start=1):
+            dst.set_band_description(i, name)
+        if colormap is not None:
+            dst.write_colormap(1, dict(colormap))
+        yield dst
+
+
+@contextmanager
+def raster_writer(
+    path: str | Path,
+    grid: Grid,
+    count: int,
+    dtype: str,
+    *,
+    nodata: float | None = None,
+    tags: Mapping[str, Any] | None = None,
+    band_names: list[str] | None = None,
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    cog: bool = False,
+    overview_resampling: Resampling | None = None,
+) -> Iterator[Any]:
+    """Open a tiled, compressed GeoTIFF for (windowed) writing; it appears whole or not at all.
+
+    The file is written under a temporary name in the destination folder (mode
+    ``0o666 & ~umask``, see :mod:`lcip.atomic`) and renamed into place when the ``with`` block
+    exits without error; on error the temporary files are removed and an existing destination
+    is left untouched.
+
+    With ``cog=True`` the destination is a Cloud Optimized GeoTIFF (GDAL's COG layout, 256 px
+    tiles, overviews): the yielded dataset is an uncompressed tiled scratch GeoTIFF next to the
+    destination, written window by window (windows aligned to :data:`BLOCK_SIZE` write whole
+    blocks), then copied through GDAL's COG driver. Memory stays bounded by the windows written
+    and the GDAL block cache (:func:`streaming_env`), whatever the raster size; the scratch
+    file needs the raster's uncompressed size on disk until the copy is done.
+
+    Args:
+        path: destination file; parent folders are created.
+        grid: the raster's grid.
+        count: number of bands.
+        dtype: data type name (``uint8``, ``float32``, ...).
+        nodata: nodata value to record.
+        tags: dataset-level metadata tags (values are converted to strings).
+        band_names: band descriptions (e.g. class names).
+        colormap: colour table for band 1 (uint8 class rasters), for QGIS.
+        cog: write a Cloud Optimized GeoTIFF.
+        overview_resampling: resampling of a COG's overviews (None: average for float
+            rasters, mode for integer ones).
+
+    Yields:
+        the rasterio dataset open for writing.
+    """
+    path = Path(path)
+    with streaming_env(), atomic_path(path) as tmp:
+        if not cog:
+            profile = _gtiff_profile(grid, count, dtype, nodata)
+            with _open_for_writing(tmp, profile, tags, band_names, colormap) as dst:
+                yield dst
+            return
+        scratch = create_temporary(path, ".scratch.tif")
+        try:
+            profile = _scratch_profile(grid, count, dtype, nodata)
+            with _open_for_writing(scratch, profile, tags, band_names, colormap) as dst:
+                yield dst
+            rasterio.shutil.copy(
+                scratch, tmp, driver="COG", **_cog_options(dtype, overview_resampling)
+            )
+        finally:
+            scratch.unlink(missing_ok=True)
 
 
 def write_raster(
@@ -360,6 +474,7 @@ def write_raster(
     tags: Mapping[str, Any] | None = None,
     band_names: list[str] | None = None,
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    cog: bool = False,
 ) -> Path:
     """Write a whole array as a tiled, compressed GeoTIFF atomically (see :func:`raster_writer`).
 
@@ -371,6 +486,7 @@ def write_raster(
         tags: dataset-level metadata tags (values are converted to strings).
         band_names: band descriptions (e.g. class names).
         colormap: colour table for band 1 (uint8 class rasters), for QGIS.
+        cog: write a Cloud Optimized GeoTIFF (default overview resampling).
 
     Returns:
         the destination path.
@@ -387,9 +503,27 @@ def write_raster(
         tags=tags,
         band_names=band_names,
         colormap=colormap,
+        cog=cog,
     ) as dst:
         dst.write(arr)
     return Path(path)
+
+
+def strip_windows(grid: Grid, rows: int) -> Iterator[Window]:
+    """Full-width strips of ``rows`` rows covering a grid, top to bottom (the last may be short).
+
+    Args:
+        grid: the grid.
+        rows: rows per strip, a positive multiple of :data:`BLOCK_SIZE` so that strips read
+            whole blocks.
+
+    Yields:
+        the strips' windows.
+    """
+    if rows <= 0 or rows % BLOCK_SIZE:
+        raise ValueError(f"strip of {rows} rows: must be a positive multiple of {BLOCK_SIZE}")
+    for row in range(0, grid.height, rows):
+        yield Window(0, row, grid.width, min(rows, grid.height - row))
 
 
 def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | None = None) -> bool:
@@ -409,15 +543,17 @@ def is_valid_raster(path: str | Path, grid: Grid | None = None, count: int | Non
     if not path.exists():
         return False
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():  # a broken file's missing georeferencing: just False
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             if grid is not None and not Grid(src.crs, src.transform, src.height, src.width).same_as(
                 grid
             ):
                 return False
             if count is not None and src.count != count:
                 return False
-            # Touch the last block to detect truncated files.
-            src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
+            check_whole(src, path)
     except Exception:
         return False
     return True

@@ -13,6 +13,7 @@ from lcip.raster import (
     is_valid_raster,
     raster_writer,
     read_on_grid,
+    strip_windows,
     write_raster,
 )
 from tests.conftest import make_grid
@@ -100,3 +101,82 @@ def test_grid_expand_and_window() -> None:
         and e.transform.f == g.transform.f + 3
     )
     assert e.window(rasterio.windows.Window(3, 3, 10, 10)).same_as(g)
+
+
+def test_cog_writer_streams_windows(tmp_path: Path) -> None:
+    grid = make_grid(600, width=520)
+    rng = np.random.default_rng(0)
+    prob = rng.random((4, 600, 520), dtype=np.float32)
+    prob[:, :10] = np.nan
+    # class map whose 2x2 blocks hold 3 pixels of one class and, top-left, 1 of another:
+    # mode overviews keep the majority, nearest would keep the top-left pixel
+    major = rng.integers(0, 4, (300, 260)).astype(np.uint8)
+    cls = np.kron(major, np.ones((2, 2), np.uint8))
+    cls[::2, ::2] = (cls[::2, ::2] + 1) % 4
+    colors = {0: (0, 0, 255, 255), 1: (0, 255, 0, 255)}
+    with (
+        raster_writer(
+            tmp_path / "p.tif",
+            grid,
+            4,
+            "float32",
+            nodata=float("nan"),
+            tags={"k": "v"},
+            band_names=["a", "b", "c", "d"],
+            cog=True,
+        ) as p,
+        raster_writer(
+            tmp_path / "c.tif", grid, 1, "uint8", nodata=255, colormap=colors, cog=True
+        ) as c,
+    ):
+        for w in strip_windows(grid, 256):
+            rs, cs = w.toslices()
+            p.write(prob[:, rs, cs], window=w)
+            c.write(cls[None, rs, cs], window=w)
+        assert len(list(tmp_path.glob(".*.scratch.tif"))) == 2  # written window by window
+        assert not (tmp_path / "p.tif").exists()  # nothing before the block exits
+    for name, data, dtype in (("p", prob, "float32"), ("c", cls[None], "uint8")):
+        with rasterio.open(tmp_path / f"{name}.tif") as src:
+            assert (src.crs, src.transform, src.shape) == (grid.crs, grid.transform, grid.shape)
+            assert (src.count, src.dtypes[0]) == (data.shape[0], dtype)
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+            assert src.profile["tiled"] and src.block_shapes[0] == (256, 256)
+            assert src.compression.name.lower() == "deflate"
+            assert src.overviews(1)[0] == 2
+            np.testing.assert_array_equal(src.read(), data)
+            overview = src.read(out_shape=(data.shape[0], 300, 260))
+            tags, descriptions, nodata = src.tags(), src.descriptions, src.nodata
+            palette = src.colormap(1) if name == "c" else None
+        if name == "p":
+            assert tags["k"] == "v" and descriptions == ("a", "b", "c", "d")
+            assert np.isnan(nodata)
+            # average overviews: the mean of each 2x2 block (NaN blocks stay NaN)
+            mean = prob[:, 10:].reshape(4, 295, 2, 260, 2).mean(axis=(2, 4))
+            np.testing.assert_allclose(overview[:, 5:], mean, rtol=1e-5)
+            assert np.isnan(overview[:, :5]).all()
+        else:
+            assert nodata == 255 and palette is not None and palette[1] == colors[1]
+            np.testing.assert_array_equal(overview[0], major)  # mode overviews
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif", "p.tif"]
+
+
+def test_cog_writer_is_atomic(tmp_path: Path) -> None:
+    grid = make_grid(300)
+    path = write_raster(tmp_path / "x.tif", np.ones((300, 300), np.uint8), grid, cog=True)
+    with pytest.raises(RuntimeError), raster_writer(path, grid, 1, "uint8", cog=True) as dst:
+        dst.write(np.zeros((1, 300, 300), np.uint8))
+        raise RuntimeError("interrupted")
+    with rasterio.open(path) as src:
+        assert src.read(1).min() == 1  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["x.tif"]  # no scratch or temporary file
+
+
+def test_strip_windows() -> None:
+    strips = list(strip_windows(make_grid(600, width=30), 256))
+    assert [(w.col_off, w.row_off, w.width, w.height) for w in strips] == [
+        (0, 0, 30, 256),
+        (0, 256, 30, 256),
+        (0, 512, 30, 88),
+    ]
+    with pytest.raises(ValueError, match="multiple of 256"):
+        list(strip_windows(make_grid(600), 100))

@@ -39,6 +39,7 @@ def prediction_params(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
         "smoothing": float(cfg.loss.smoothing),
         "denominator": str(cfg.loss.get("denominator", "none")),
         "prior": str(cfg.prior.name),
+        "zero_is_nodata": bool(cfg.data.get("zero_is_nodata", True)),
     }
 
 
@@ -91,7 +92,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
         scheme,
         out_dir,
         WindowConfig(
-            window=int(p.window),
+            window=int(p.window),  # a multiple of 256 (checked by WindowConfig)
             margin=p.margin,
             batch_size=int(p.batch_size),
             smoothing=float(cfg.loss.smoothing),
@@ -99,7 +100,8 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
             num_workers=int(p.num_workers),
             prefetch_factor=int(p.prefetch_factor),
         ),
-        params=prediction_params(cfg, checkpoint),
+        params=(params := prediction_params(cfg, checkpoint)),
         force=force,
+        zero_is_nodata=bool(params["zero_is_nodata"]),
     )
     return result.write(predictions_manifest_path(cfg))
