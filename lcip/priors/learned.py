@@ -6,6 +6,13 @@ smoothed like every prior, is written as the tile's prior raster.
 
 Inputs per tile: the ``prior_nlcd`` layer (C float bands, NaN nodata) and the ``vectors``
 layer (4 binary bands: buildings, roads, waterways, waterbodies), stacked in that order.
+
+The trained network is an output too: :func:`save_checkpoint` stores its weights with the
+provenance of its training (:func:`training_provenance`: the training settings, the seed, the
+training tiles and the fingerprints of their input and label files), and
+:func:`load_checkpoint` reuses them only while that provenance is unchanged. So a rerun with
+the same inputs neither retrains nor (the weights' digest being recorded in every prior
+raster) rewrites any prior, even where training is not bit-reproducible.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch import nn
 
+from lcip.atomic import atomic_write
 from lcip.classes import ClassScheme
 from lcip.datamodules import TileDataModule
 from lcip.datasets import LayerSpec, TileWindowDataset
@@ -85,6 +94,89 @@ def select_training_tiles(
     return chosen
 
 
+def build_network(model: Mapping[str, Any], num_classes: int, seed: int = 0) -> nn.Module:
+    """The learned prior's network, initialized from ``seed`` (the global RNG is left as is).
+
+    Args:
+        model: a Hydra node with ``_target_`` (e.g. ``lcip.models.FCN`` and its settings).
+        num_classes: C; the network maps C prior bands + 4 vector bands to C logits.
+        seed: seed of the initial weights.
+
+    Returns:
+        the untrained network.
+    """
+    from hydra.utils import instantiate
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net: nn.Module = instantiate(dict(model), in_channels=num_classes + 4, classes=num_classes)
+    return net
+
+
+def training_provenance(
+    manifest: Manifest,
+    tile_ids: Sequence[str],
+    params: Mapping[str, Any],
+    input_layers: tuple[str, str] = ("prior_nlcd", "vectors"),
+    label_layer: str = "lc",
+) -> str:
+    """The provenance of a trained network (see :mod:`lcip.provenance`).
+
+    Args:
+        manifest: tiles with the input and label layers.
+        tile_ids: the training tiles.
+        params: training settings (schedule, model, seed, ...).
+        input_layers: (NLCD prior layer, vector layers layer).
+        label_layer: high-resolution label layer.
+
+    Returns:
+        provenance JSON: ``params`` with the training tiles and layers, and the fingerprints
+        of every training tile's input and label files (``<tile_id>/<layer>``).
+    """
+    layers = (*input_layers, label_layer)
+    inputs = {f"{t}/{n}": manifest.tile(t).layer(n) for t in tile_ids for n in layers}
+    return provenance({**params, "train_tiles": list(tile_ids), "layers": list(layers)}, inputs)
+
+
+def save_checkpoint(path: Path, model: nn.Module, tag: str) -> Path:
+    """Save a trained network's weights with the provenance of its training (atomically).
+
+    Args:
+        path: checkpoint file.
+        model: the trained network.
+        tag: its :func:`training_provenance`.
+
+    Returns:
+        ``path``.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda f: torch.save({PROVENANCE_TAG: tag, "state_dict": state}, f))
+
+
+def load_checkpoint(path: Path, model: nn.Module, expected: str) -> bool:
+    """Load saved weights into ``model`` if they were trained with provenance ``expected``.
+
+    Args:
+        path: checkpoint file (need not exist).
+        model: the network to load into (same architecture).
+        expected: the :func:`training_provenance` the weights must have been trained with.
+
+    Returns:
+        whether the weights were loaded (False for a missing, unreadable or stale
+        checkpoint: the network is to be trained anew).
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if json.loads(saved[PROVENANCE_TAG]) != json.loads(expected):
+            return False
+        model.load_state_dict(saved["state_dict"])
+    except Exception as exc:  # a missing, truncated or foreign file: train anew
+        if path.exists():
+            log.info("learned prior: checkpoint %s not reused (%s)", path, exc)
+        return False
+    return True
+
+
 def train_learned_prior(
     manifest: Manifest,
     tile_ids: Sequence[str],
@@ -99,6 +191,7 @@ def train_learned_prior(
     lr: float = 1e-3,
     seed: int = 0,
     cache: bool = False,
+    device: str = "cpu",
 ) -> nn.Module:
     """Train the learned prior's network on labelled tiles (cross-entropy).
 
@@ -115,6 +208,7 @@ def train_learned_prior(
         lr: AdamW learning rate.
         seed: seed.
         cache: hold the training tiles in memory (small regions).
+        device: torch device to train on (``cpu``, ``cuda``, ``cuda:1``, ...).
 
     Returns:
         the trained network (eval mode).
@@ -137,9 +231,10 @@ def train_learned_prior(
         image_scale=1.0,
         cache=cache,
     )
+    target = torch.device(device)
     trainer = L.Trainer(
-        accelerator="auto",
-        devices=1,
+        accelerator="cpu" if target.type == "cpu" else target.type,
+        devices=1 if target.index is None else [target.index],
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,
@@ -179,7 +274,8 @@ def write_learned_priors(
         model: trained network.
         scheme: class scheme.
         out_dir: output folder (``<tile_id>.tif``).
-        params: parameters recorded in the tags (with the model's digest added).
+        params: parameters recorded in the provenance (with the model's digest, the
+            smoothing and the window added).
         input_layers: (NLCD prior layer, vector layers layer).
         smoothing: additive smoothing of the output probabilities.
         window: sliding-window size.
@@ -187,9 +283,15 @@ def write_learned_priors(
         force: rewrite every tile even when up to date.
 
     Returns:
-        one result per tile.
+        one result per tile. Each raster records its parameters and the fingerprints of its
+        input layers' files; a tile is skipped when both match (unless ``force``).
     """
-    settings = {**params, "model_digest": model_digest(model)}
+    settings = {
+        **params,
+        "model_digest": model_digest(model),
+        "smoothing": smoothing,
+        "window": window,
+    }
     model = model.to(device).eval()
     dataset = TileWindowDataset(
         manifest, LayerSpec(input_layers[0], None, None, (input_layers[1],)), scheme, 1.0
@@ -237,4 +339,13 @@ def write_learned_priors(
     return results
 
 
-__all__ = ["model_digest", "select_training_tiles", "train_learned_prior", "write_learned_priors"]
+__all__ = [
+    "build_network",
+    "load_checkpoint",
+    "model_digest",
+    "save_checkpoint",
+    "select_training_tiles",
+    "train_learned_prior",
+    "training_provenance",
+    "write_learned_priors",
+]

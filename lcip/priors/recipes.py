@@ -9,6 +9,7 @@ manifest listing the tiles with their ``prior_<name>`` layer. New recipes regist
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ from lcip.priors.build import (
     write_report,
 )
 from lcip.priors.fused import fusion_classes
+
+log = logging.getLogger(__name__)
+
+#: The learned prior's trained network, in its prior's folder.
+MODEL_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,10 @@ class PriorRequest:
 
     def nlcd_job(self, out_dir: Path) -> NLCDPriorJob:
         """The NLCD prior job with this request's settings."""
-        return NLCDPriorJob(out_dir, **self._nlcd_kwargs())
+        return NLCDPriorJob(out_dir, **self.nlcd_job_kwargs())
 
-    def _nlcd_kwargs(self) -> dict[str, Any]:
+    def nlcd_job_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the NLCD prior job (shared by the NLCD and fused jobs)."""
         return {
             "image_layer": self.image_layer,
             "force": self.force,
@@ -124,9 +131,21 @@ RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(name: str) -> Callable[[F], F]:
-    """Register a recipe under ``name`` (a decorator)."""
+    """Register a recipe under ``name`` (a decorator).
+
+    Args:
+        name: the recipe's ``prior.recipe`` value.
+
+    Returns:
+        a decorator that registers the function and returns it unchanged.
+
+    Raises:
+        ValueError: if another function is already registered under ``name``.
+    """
 
     def register(fn: F) -> F:
+        if RECIPES.get(name, fn) is not fn:
+            raise ValueError(f"prior recipe {name!r} is already registered ({RECIPES[name]})")
         RECIPES[name] = fn
         return fn
 
@@ -142,11 +161,16 @@ def nlcd_recipe(request: PriorRequest) -> list[TileResult]:
 
 @register_recipe("fused")
 def fused_recipe(request: PriorRequest) -> list[TileResult]:
-    """The NLCD prior plus blurred OSM and building layers on water and impervious."""
+    """The NLCD prior plus blurred OSM and building layers on water and impervious.
+
+    The vector layers (``<region_dir>/vectors``) are written too, for inspection; the fused
+    job rasterizes its own, with a halo around each tile.
+    """
+    request.with_vector_layers()
     water, impervious = fusion_classes(request.scheme)
     job = FusedPriorJob(
         request.out_dir,
-        **request._nlcd_kwargs(),
+        **request.nlcd_job_kwargs(),
         osm_layer=request.osm_layer,
         buildings_layer=request.buildings_layer,
         water_class=water,
@@ -157,21 +181,47 @@ def fused_recipe(request: PriorRequest) -> list[TileResult]:
     return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")
 
 
+#: Keys of ``prior.training`` (the learned prior's training schedule and network).
+TRAINING_KEYS = ("steps", "batch_size", "crop_size", "lr", "model")
+
+
+def training_settings(request: PriorRequest) -> dict[str, Any]:
+    """``settings["training"]`` checked for :data:`TRAINING_KEYS`, as a plain dict.
+
+    Raises:
+        ConfigError: one line naming ``prior.training`` or the missing key.
+    """
+    training = request.setting("training")
+    if not isinstance(training, Mapping):
+        raise ConfigError(f"prior.training: expected a mapping of {list(TRAINING_KEYS)}")
+    missing = [k for k in TRAINING_KEYS if k not in training]
+    if missing:
+        raise ConfigError(f"prior.training: missing {missing} (needs {list(TRAINING_KEYS)})")
+    if not (isinstance(training["model"], Mapping) and "_target_" in training["model"]):
+        raise ConfigError("prior.training.model: expected a node with _target_")
+    return dict(training)
+
+
 @register_recipe("learned")
 def learned_recipe(request: PriorRequest) -> list[TileResult]:
     """An FCN on the NLCD prior bands and the vector layers, trained on a few labelled tiles.
 
-    Training settings come from ``settings["training"]`` (``steps``, ``batch_size``,
-    ``crop_size``, ``lr``, ``model``: a Hydra node with ``_target_``).
+    Training settings come from ``settings["training"]`` (:data:`TRAINING_KEYS`; ``model`` is
+    a Hydra node with ``_target_``). The trained network is kept in ``<out_dir>/model.pt``
+    with the provenance of its training and reused while that is unchanged (unless
+    ``force``).
     """
-    from hydra.utils import instantiate
-
     from lcip.priors.learned import (
+        build_network,
+        load_checkpoint,
+        save_checkpoint,
         select_training_tiles,
         train_learned_prior,
+        training_provenance,
         write_learned_priors,
     )
 
+    training = training_settings(request)
     manifest = request.with_vector_layers()
     nlcd = run_tile_jobs(
         request.nlcd_job(request.region_dir / "priors" / "nlcd_input"),
@@ -189,29 +239,40 @@ def learned_recipe(request: PriorRequest) -> list[TileResult]:
         request.settings.get("train_tile_ids"),
         request.label_layer,
     )
-    training = dict(request.setting("training"))
-    classes = request.scheme.num_classes
-    net = instantiate(training["model"], in_channels=classes + 4, classes=classes)
-    train_learned_prior(
+    net = build_network(training["model"], request.scheme.num_classes, request.seed)
+    checkpoint = request.out_dir / MODEL_FILE
+    tag = training_provenance(
         manifest,
         ids,
-        request.scheme,
-        net,
-        input_layers=inputs,
-        label_layer=request.label_layer,
-        steps=int(training["steps"]),
-        batch_size=int(training["batch_size"]),
-        crop_size=int(training["crop_size"]),
-        lr=float(training["lr"]),
-        seed=request.seed,
-        cache=request.cache,
+        {**training, "seed": request.seed, "scheme": request.scheme.name},
+        inputs,
+        request.label_layer,
     )
+    if request.force or not load_checkpoint(checkpoint, net, tag):
+        train_learned_prior(
+            manifest,
+            ids,
+            request.scheme,
+            net,
+            input_layers=inputs,
+            label_layer=request.label_layer,
+            steps=int(training["steps"]),
+            batch_size=int(training["batch_size"]),
+            crop_size=int(training["crop_size"]),
+            lr=float(training["lr"]),
+            seed=request.seed,
+            cache=request.cache,
+            device=request.device,
+        )
+        save_checkpoint(checkpoint, net, tag)
+    else:
+        log.info("learned prior: reusing %s (training inputs unchanged)", checkpoint)
     return write_learned_priors(
         manifest,
         net,
         request.scheme,
         request.out_dir,
-        params={"recipe": "learned", "train_tiles": ids, **request.settings},
+        params={**request.settings, "recipe": "learned", "train_tiles": ids},
         input_layers=inputs,
         smoothing=float(request.setting("smoothing")),
         device=request.device,
@@ -230,7 +291,8 @@ def build_prior(request: PriorRequest) -> Path:
         ``prior_<name>``.
 
     Raises:
-        ConfigError: for an unknown ``prior.recipe``.
+        ConfigError: for an unknown ``prior.recipe`` or a missing or invalid setting (one
+            line naming the ``prior.<key>``).
     """
     recipe = request.settings.get("recipe")
     if recipe not in RECIPES:
@@ -243,4 +305,16 @@ def build_prior(request: PriorRequest) -> Path:
     return manifest.write(request.out_dir / "manifest.csv")
 
 
-__all__ = ["RECIPES", "PriorRequest", "build_prior", "register_recipe"]
+__all__ = [
+    "MODEL_FILE",
+    "RECIPES",
+    "TRAINING_KEYS",
+    "PriorRequest",
+    "Recipe",
+    "build_prior",
+    "fused_recipe",
+    "learned_recipe",
+    "nlcd_recipe",
+    "register_recipe",
+    "training_settings",
+]
