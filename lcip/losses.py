@@ -533,6 +533,19 @@ class _ImplicitPosteriorLoss(_PriorLoss):
             self.num_batches_tracked.add_(valid.to(self.num_batches_tracked.device, torch.long))
         return used, global_count
 
+    def forward(self, output: Tensor, prior: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Compute the loss.
+
+        Args:
+            output: network logits or log-probabilities, ``(N, C)`` or ``(B, C, H, W)``.
+            prior: prior probabilities, same shape.
+            mask: optional boolean valid-pixel mask, ``(N,)`` or ``(B, H, W)``.
+
+        Returns:
+            Scalar loss.
+        """
+        return self._loss(output, prior, mask)
+
 
 class QRLoss(_ImplicitPosteriorLoss):
     """QR loss: mean over valid pixels of ``KL(q_i || r_i)``, the paper's best land cover loss.
@@ -592,19 +605,6 @@ class QRLoss(_ImplicitPosteriorLoss):
     def _divergence(log_q: Tensor, log_r: Tensor) -> Tensor:
         return _kl(log_q, log_r)
 
-    def forward(self, output: Tensor, prior: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            output: network logits or log-probabilities, ``(N, C)`` or ``(B, C, H, W)``.
-            prior: prior probabilities, same shape.
-            mask: optional boolean valid-pixel mask, ``(N,)`` or ``(B, H, W)``.
-
-        Returns:
-            Scalar loss.
-        """
-        return self._loss(output, prior, mask)
-
 
 class RQLoss(_ImplicitPosteriorLoss):
     """RQ loss: mean over valid pixels of ``KL(r_i || q_i)``.
@@ -614,35 +614,11 @@ class RQLoss(_ImplicitPosteriorLoss):
     behaviour of ``"global"`` and ``"running"``, and ``"running"`` in training and eval mode)
     and arguments are as for :class:`QRLoss`.
 
-    Args:
-        input_type: whether ``output`` holds logits or log-probabilities.
-        smoothing: additive smoothing of both prior and network probabilities.
-        denominator: ``"batch"``, ``"running"`` or ``"global"``.
-        momentum: EMA weight ``m`` of the current batch for ``"running"``, in (0, 1].
-        num_classes: number of classes ``C``; required for ``"running"`` (it sizes the
-            buffers), optional (and unused) otherwise.
-
-    Raises:
-        ConfigError: for an invalid argument, or ``denominator="running"`` without
-            ``num_classes``.
     """
 
     @staticmethod
     def _divergence(log_q: Tensor, log_r: Tensor) -> Tensor:
         return _kl(log_r, log_q)
-
-    def forward(self, output: Tensor, prior: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            output: network logits or log-probabilities, ``(N, C)`` or ``(B, C, H, W)``.
-            prior: prior probabilities, same shape.
-            mask: optional boolean valid-pixel mask, ``(N,)`` or ``(B, H, W)``.
-
-        Returns:
-            Scalar loss.
-        """
-        return self._loss(output, prior, mask)
 
 
 class QRFreeEnergyLoss(_PriorLoss):
