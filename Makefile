@@ -9,7 +9,8 @@ JOBS ?= 2
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-slow lint format bench priors clean
+DRY_RUN ?=
+.PHONY: help setup data demo test test-slow lint format bench priors clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## Create .venv and install lcip with pinned torch (idempotent, quick when done)
+
+data: $(STAMP)  ## Fetch a real region and write its manifest: make data REGION=chesapeake_ny [DRY_RUN=1]
+	$(VENV)/bin/lcip-acquire region=$(REGION) $(if $(DRY_RUN),acquire.dry_run=true) $(ARGS)
 
 demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet); updates README's results
 	$(VENV)/bin/lcip-demo $(ARGS)

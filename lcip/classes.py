@@ -203,14 +203,28 @@ ENVIROATLAS5 = ClassScheme(
     prior_map={1: 0, 2: 1, 3: 2, 4: 3, 5: 3, 6: 4, 7: 4, 8: 3, 9: 3, 10: 4},
 )
 
-SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (CHESAPEAKE4, ENVIROATLAS5)}
+#: EPA EnviroAtlas, 5 classes, on the *raw* EnviroAtlas land cover codes (as TorchGeo's
+#: EnviroAtlas files hold them): 10 water, 20 impervious, 30 barren, 40 tree, 52 shrub,
+#: 70 grass, 80 agriculture, 82 orchard, 91 woody wetland, 92 emergent wetland, 0
+#: unclassified. The same classes as :data:`ENVIROATLAS5`; shrub is merged into tree when
+#: forming priors and ignored in evaluation.
+ENVIROATLAS5_RAW = ClassScheme(
+    name="enviroatlas5_raw",
+    classes=ENVIROATLAS5.classes,
+    colors=ENVIROATLAS5.colors,
+    label_map={10: 0, 20: 1, 30: 2, 40: 3, 70: 4, 80: 4, 82: 3, 91: 3, 92: 4},
+    prior_map={10: 0, 20: 1, 30: 2, 40: 3, 52: 3, 70: 4, 80: 4, 82: 3, 91: 3, 92: 4},
+)
+
+SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (CHESAPEAKE4, ENVIROATLAS5, ENVIROATLAS5_RAW)}
 
 
 def get_scheme(name_or_cfg: str | Mapping[str, Any] | ClassScheme) -> ClassScheme:
     """Look up a built-in class scheme by name, or build one from a config mapping.
 
     Args:
-        name_or_cfg: a scheme name (``chesapeake4``, ``enviroatlas5``), a mapping accepted by
+        name_or_cfg: a scheme name (``chesapeake4``, ``enviroatlas5``,
+            ``enviroatlas5_raw``), a mapping accepted by
             :meth:`ClassScheme.from_config`, or a scheme (returned as is).
 
     Returns:

@@ -23,3 +23,7 @@ class GridMismatchError(DataError):
 
 class ConfigError(LcipError):
     """A configuration value is invalid (e.g. an unknown loss name)."""
+
+
+class DownloadError(DataError):
+    """A download failed: HTTP error, dropped connection beyond retries, or bad checksum."""

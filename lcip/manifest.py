@@ -184,17 +184,22 @@ class Manifest:
                     )
 
     @classmethod
-    def read(cls, path: str | Path) -> Manifest:
+    def read(cls, path: str | Path, verify: bool = True) -> Manifest:
         """Read a manifest CSV; layer paths are resolved against the manifest's folder.
+
+        Layers with a ``<layer>_sha256`` column are verified (see :mod:`lcip.verify`: each
+        file is hashed once, then only its size and mtime are compared).
 
         Args:
             path: manifest file.
+            verify: check the layers' sha256 (``LCIP_VERIFY=0`` turns it off everywhere).
 
         Returns:
             the manifest.
 
         Raises:
             ManifestError: if the file is missing or malformed.
+            DataError: if a layer's file does not match its sha256.
         """
         path = Path(path).resolve()
         if not path.exists():
@@ -222,7 +227,25 @@ class Manifest:
                 tiles.append(
                     Tile(row["tile_id"], row["split"], row["crs"], bounds, layers, meta)  # type: ignore[arg-type]
                 )
-        return cls(tuple(tiles), path)
+        manifest = cls(tuple(tiles), path)
+        if verify:
+            manifest.verify()
+        return manifest
+
+    def verify(self) -> int:
+        """Verify the layers that carry a ``<layer>_sha256`` checksum.
+
+        Returns:
+            the number of files hashed (0 when all were verified before and are unchanged).
+
+        Raises:
+            DataError: one line naming the manifest, tile, layer and file that do not match.
+        """
+        from lcip import verify
+
+        if verify.verification_disabled():
+            return 0
+        return verify.verify_files(verify.manifest_checksums(self.tiles, str(self.path)))
 
     def write(self, path: str | Path) -> Path:
         """Write the manifest CSV atomically, with layer paths relative to its folder.

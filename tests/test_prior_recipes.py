@@ -132,7 +132,7 @@ def _counts(out_dir: Path) -> dict[str, int]:
 
 
 def test_builtin_recipes_are_registered() -> None:
-    assert {"nlcd", "fused", "learned"} <= set(RECIPES)
+    assert {"nlcd", "fused", "learned", "published"} <= set(RECIPES)
     assert RECIPES["nlcd"] is recipes.nlcd_recipe
     with pytest.raises(ValueError, match="'nlcd' is already registered"):
         register_recipe("nlcd")(lambda request: [])
@@ -146,7 +146,7 @@ def test_unknown_recipe_is_a_one_line_config_error(
         build_prior(request)
     message = str(info.value)
     assert "\n" not in message and message.startswith("prior.recipe='bogus'")
-    assert "['fused', 'learned', 'nlcd']" in message
+    assert "['fused', 'learned', 'nlcd', 'published']" in message
     assert not request.out_dir.exists()
 
 

@@ -2,6 +2,12 @@
 
 from lcip.cli.app import hydra_app
 
+acquire = hydra_app(
+    "acquire",
+    "lcip.stages.acquire:acquire",
+    "fetch a real region's files (region=chesapeake_ny, enviroatlas_austin_tx, ...) and write "
+    "its verified manifest; acquire.dry_run=true lists what it would fetch.",
+)
 region = hydra_app(
     "region",
     "lcip.stages.region:region",
@@ -32,10 +38,26 @@ evaluate = hydra_app(
     "lcip.stages.evaluate:evaluate",
     "score the prior's argmax, q and r against the 1 m labels (markdown + CSV).",
 )
+compare_priors = hydra_app(
+    "compare-priors",
+    "lcip.stages.compare_priors:compare_priors",
+    "score priors side by side (compare.priors=[nlcd,published]) against the 1 m labels, "
+    "with their mean absolute difference.",
+)
 demo = hydra_app(
     "demo",
     "lcip.stages.demo:demo",
     "run every stage on the generated demo region and write a results table and quicklook.",
 )
 
-__all__ = ["cooccurrence", "demo", "evaluate", "predict", "prior", "region", "train"]
+__all__ = [
+    "acquire",
+    "compare_priors",
+    "cooccurrence",
+    "demo",
+    "evaluate",
+    "predict",
+    "prior",
+    "region",
+    "train",
+]

@@ -11,6 +11,10 @@ the run with a one-line error naming the file.
 Prior rasters are float32, one band per target class (band names = class names), NaN where
 invalid (nodata), summing to 1 elsewhere, with tags ``recipe``, ``lcip_provenance``,
 ``sources`` and ``lcip_version``.
+
+Vector layers may come already rasterized (``region.vector_rasters``: band name -> manifest
+layer of a 0/1 raster on the tile grid, e.g. the Chesapeake ``buildings`` raster); such a
+band replaces the one rasterized from the OSM / footprint files (:func:`tile_vector_layers`).
 """
 
 from __future__ import annotations
@@ -31,12 +35,13 @@ from tqdm.auto import tqdm
 import lcip
 from lcip.atomic import write_text
 from lcip.classes import ClassScheme
+from lcip.errors import ConfigError, GridMismatchError
 from lcip.manifest import Manifest, Tile
 from lcip.priors.fused import DEFAULT_RADIUS, fuse_prior
-from lcip.priors.nlcd import nlcd_prior
+from lcip.priors.nlcd import check_nlcd_encoding, nlcd_prior
 from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
 from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.raster import Grid, write_raster
+from lcip.raster import Grid, open_raster, read_on_grid, write_raster
 
 log = logging.getLogger(__name__)
 
@@ -139,33 +144,164 @@ class TileJob:
         return TileResult(tile.tile_id, "written", str(path), fraction, time.perf_counter() - start)
 
 
+#: The bands the OSM file feeds (the footprint file feeds ``buildings`` only).
+OSM_BANDS: tuple[str, ...] = ("roads", "waterways", "waterbodies")
+
+
+def check_vector_rasters(vector_rasters: Mapping[str, str] | None) -> dict[str, str]:
+    """``region.vector_rasters`` as a plain dict, checked for known band names.
+
+    Args:
+        vector_rasters: vector band name (:data:`~lcip.priors.vectors.LAYER_NAMES`) ->
+            manifest layer holding that band as a 0/1 raster on the tile grid.
+
+    Returns:
+        the mapping (empty for None).
+
+    Raises:
+        ConfigError: one line naming ``region.vector_rasters`` and the unknown bands.
+    """
+    out = {str(k): str(v) for k, v in (vector_rasters or {}).items()}
+    unknown = sorted(set(out) - set(LAYER_NAMES))
+    if unknown:
+        raise ConfigError(
+            f"region.vector_rasters: unknown band(s) {unknown}; bands are {list(LAYER_NAMES)}"
+        )
+    return out
+
+
 def vector_sources(
-    tile: Tile, osm_layer: str | None, buildings_layer: str | None
+    tile: Tile,
+    osm_layer: str | None,
+    buildings_layer: str | None,
+    vector_rasters: Mapping[str, str] | None = None,
 ) -> tuple[Path | None, Path | None]:
-    """A tile's OSM and building footprint files (None where the layer is unset or absent)."""
+    """A tile's OSM and building footprint files (None where the layer is unset or absent).
+
+    A file is None too when every band it feeds comes from ``vector_rasters`` instead
+    (buildings for the footprints; roads, waterways and water bodies for OSM), so that it is
+    neither read nor recorded as an input.
+    """
+    named = set(vector_rasters or {})
     osm = tile.layers.get(osm_layer) if osm_layer else None
     buildings = tile.layers.get(buildings_layer) if buildings_layer else None
+    if set(OSM_BANDS) <= named:
+        osm = None
+    if "buildings" in named:
+        buildings = None
     return osm, buildings
+
+
+def raster_sources(tile: Tile, vector_rasters: Mapping[str, str] | None) -> dict[str, Path]:
+    """The files of a tile's already rasterized vector bands (band name -> file)."""
+    return {band: tile.layer(layer) for band, layer in (vector_rasters or {}).items()}
+
+
+def read_vector_raster(path: Path, band: str, grid: Grid, halo: int = 0) -> npt.NDArray[np.bool_]:
+    """Read a 0/1 vector band raster, which must be on ``grid``, with a halo of zeros.
+
+    Args:
+        path: the raster (band 1; nonzero = feature; its nodata value counts as 0).
+        band: the vector band it holds (for messages).
+        grid: the tile grid.
+        halo: pixels added on every side (outside the raster: 0).
+
+    Returns:
+        bool (H + 2 halo, W + 2 halo).
+
+    Raises:
+        GridMismatchError: one line naming the file, if it is not on the tile grid.
+        DataError: if the file is missing or not a raster.
+    """
+    found = Grid.of(path)
+    if not found.same_as(grid):
+        raise GridMismatchError(
+            f"{path}: vector raster '{band}' (region.vector_rasters) is on grid "
+            f"{found.describe()}, but the tile is on {grid.describe()}"
+        )
+    with open_raster(path) as src:
+        nodata = src.nodata
+    data = read_on_grid(path, grid.expand(halo) if halo else grid, bands=1, fill=0)
+    present: npt.NDArray[np.bool_] = data != 0
+    if nodata is not None and nodata != 0:
+        present &= data != nodata
+    return present
+
+
+def tile_vector_layers(
+    tile: Tile,
+    grid: Grid,
+    osm_layer: str | None,
+    buildings_layer: str | None,
+    vector_rasters: Mapping[str, str] | None = None,
+    halo: int = 0,
+) -> npt.NDArray[np.uint8]:
+    """The four binary vector layers of a tile, on its grid grown by ``halo``.
+
+    Bands named in ``vector_rasters`` are read from those rasters; the others are rasterized
+    from the tile's OSM and footprint files (:func:`~lcip.priors.vectors.rasterize_vectors`).
+
+    Returns:
+        uint8 (4, H + 2 halo, W + 2 halo) of 0/1 in :data:`LAYER_NAMES` order.
+    """
+    target = grid.expand(halo) if halo else grid
+    rasters = raster_sources(tile, vector_rasters)
+    if set(rasters) >= set(LAYER_NAMES):
+        layers = np.zeros((len(LAYER_NAMES), *target.shape), dtype=np.uint8)
+    else:
+        layers = rasterize_vectors(
+            target, *vector_sources(tile, osm_layer, buildings_layer, vector_rasters)
+        )
+    for band, path in rasters.items():
+        layers[LAYER_NAMES.index(band)] = read_vector_raster(path, band, grid, halo)
+    return layers
+
+
+def vector_inputs(
+    tile: Tile,
+    osm_layer: str | None,
+    buildings_layer: str | None,
+    vector_rasters: Mapping[str, str] | None,
+) -> dict[str, Path | None]:
+    """The vector input files of a tile for its provenance (``osm``, ``buildings``, ...).
+
+    Rasterized bands are recorded as ``raster_<band>``.
+    """
+    osm, buildings = vector_sources(tile, osm_layer, buildings_layer, vector_rasters)
+    rasters = {f"raster_{b}": p for b, p in raster_sources(tile, vector_rasters).items()}
+    return {"osm": osm, "buildings": buildings, **rasters}
 
 
 @dataclass(frozen=True)
 class VectorLayersJob(TileJob):
-    """Rasterize buildings, roads, waterways and water bodies (4-band uint8) onto each tile."""
+    """Rasterize buildings, roads, waterways and water bodies (4-band uint8) onto each tile.
+
+    Bands named in ``vector_rasters`` (band -> manifest layer of a 0/1 raster on the tile
+    grid) are taken from those rasters instead.
+    """
 
     osm_layer: str | None = "osm"
     buildings_layer: str | None = "buildings"
+    vector_rasters: Mapping[str, str] = field(default_factory=dict)
 
     count: int = field(default=len(LAYER_NAMES), init=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vector_rasters", check_vector_rasters(self.vector_rasters))
+
     def inputs(self, tile: Tile) -> dict[str, Path | None]:
-        """The imagery (grid), OSM and building footprint files."""
-        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
-        return {**super().inputs(tile), "osm": osm, "buildings": buildings}
+        """The imagery (grid), OSM, building footprint and vector raster files."""
+        return {
+            **super().inputs(tile),
+            **vector_inputs(tile, self.osm_layer, self.buildings_layer, self.vector_rasters),
+        }
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The four binary layers (all pixels valid)."""
-        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
-        return rasterize_vectors(grid, osm, buildings), np.ones(grid.shape, dtype=bool)
+        layers = tile_vector_layers(
+            tile, grid, self.osm_layer, self.buildings_layer, self.vector_rasters
+        )
+        return layers, np.ones(grid.shape, dtype=bool)
 
     def write(
         self,
@@ -177,14 +313,21 @@ class VectorLayersJob(TileJob):
         params: str,
     ) -> None:
         """Write the 4-band layer raster."""
-        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
+        osm, buildings = vector_sources(
+            tile, self.osm_layer, self.buildings_layer, self.vector_rasters
+        )
+        rasters = {b: str(p) for b, p in raster_sources(tile, self.vector_rasters).items()}
         write_vector_layers(
             path,
             data,
             grid,
             osm_path=osm,
             buildings_path=buildings,
-            tags={PROVENANCE_TAG: params, "lcip_version": lcip.__version__},
+            tags={
+                PROVENANCE_TAG: params,
+                "lcip_version": lcip.__version__,
+                "raster_sources": json.dumps(rasters),
+            },
         )
 
 
@@ -205,6 +348,10 @@ class PriorJob(TileJob):
         """Input files recorded in the prior's tags."""
         return []
 
+    def extra_tags(self) -> dict[str, str]:
+        """Further tags of the prior rasters (besides recipe, provenance and sources)."""
+        return {}
+
     def write(
         self,
         path: Path,
@@ -217,6 +364,7 @@ class PriorJob(TileJob):
         """Write the prior raster."""
         assert self.scheme is not None
         tags = {
+            **self.extra_tags(),
             "recipe": self.recipe,
             PROVENANCE_TAG: params,
             "sources": json.dumps(self.sources(tile)),
@@ -231,14 +379,29 @@ class PriorJob(TileJob):
 
 @dataclass(frozen=True)
 class NLCDPriorJob(PriorJob):
-    """NLCD prior: one-hot NLCD -> Gaussian blur -> cooccurrence remap -> smoothing."""
+    """NLCD prior: one-hot NLCD -> Gaussian blur -> cooccurrence remap -> smoothing.
+
+    ``nlcd_encoding`` says how the NLCD raster stores classes (``codes`` or ``index``);
+    ``cooccurrence_source`` records where a borrowed matrix came from (``cooccurrence.source``,
+    None for the region's own), in the provenance and in the ``cooccurrence_source`` tag.
+    """
 
     matrix: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 17)))
     nlcd_layer: str = "nlcd"
     sigma: float = 31.0
     truncate: float = 4.0
     smoothing: float = 1e-4
+    nlcd_encoding: str = "codes"
+    cooccurrence_source: str | None = None
     recipe: str = "nlcd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nlcd_encoding(self.nlcd_encoding)
+
+    def extra_tags(self) -> dict[str, str]:
+        """The ``cooccurrence_source`` tag (``region`` when the matrix is the region's own)."""
+        return {"cooccurrence_source": self.cooccurrence_source or "region"}
 
     def sources(self, tile: Tile) -> list[str]:
         """The NLCD file."""
@@ -257,6 +420,7 @@ class NLCDPriorJob(PriorJob):
             sigma=self.sigma,
             truncate=self.truncate,
             smoothing=self.smoothing,
+            encoding=self.nlcd_encoding,
         )
 
 
@@ -271,35 +435,36 @@ class FusedPriorJob(NLCDPriorJob):
 
     osm_layer: str | None = "osm"
     buildings_layer: str | None = "buildings"
+    vector_rasters: Mapping[str, str] = field(default_factory=dict)
     water_class: int = 0
     impervious_class: int = 3
     radius: Mapping[str, int] | None = None
     weights: Mapping[str, float] | None = None
     recipe: str = "fused"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "vector_rasters", check_vector_rasters(self.vector_rasters))
+
     def sources(self, tile: Tile) -> list[str]:
-        """NLCD and vector files."""
-        return [
-            *super().sources(tile),
-            *(
-                str(p)
-                for p in vector_sources(tile, self.osm_layer, self.buildings_layer)
-                if p is not None
-            ),
-        ]
+        """NLCD and vector files (OSM, footprints, vector rasters)."""
+        vectors = vector_inputs(tile, self.osm_layer, self.buildings_layer, self.vector_rasters)
+        return [*super().sources(tile), *(str(p) for p in vectors.values() if p is not None)]
 
     def inputs(self, tile: Tile) -> dict[str, Path | None]:
-        """The imagery (grid), NLCD, OSM and building footprint files."""
-        osm, buildings = vector_sources(tile, self.osm_layer, self.buildings_layer)
-        return {**super().inputs(tile), "osm": osm, "buildings": buildings}
+        """The imagery (grid), NLCD, OSM, building footprint and vector raster files."""
+        return {
+            **super().inputs(tile),
+            **vector_inputs(tile, self.osm_layer, self.buildings_layer, self.vector_rasters),
+        }
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The fused prior of the tile."""
         prior, valid = super().compute(tile, grid)
         radius = dict(self.radius) if self.radius else None
         halo = max({**DEFAULT_RADIUS, **(radius or {})}.values())
-        layers = rasterize_vectors(
-            grid.expand(halo), *vector_sources(tile, self.osm_layer, self.buildings_layer)
+        layers = tile_vector_layers(
+            tile, grid, self.osm_layer, self.buildings_layer, self.vector_rasters, halo
         )
         fused = fuse_prior(
             prior,

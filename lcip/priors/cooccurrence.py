@@ -93,6 +93,8 @@ class Cooccurrence:
         tiles: ids of the tiles counted.
         created: creation time (ISO 8601, UTC).
         lcip_version: lcip version that counted it.
+        source: where a borrowed matrix came from (``cooccurrence.source``: another region's
+            name or a CSV file); None when counted on this region's tiles.
     """
 
     matrix: npt.NDArray[np.float64]
@@ -102,6 +104,7 @@ class Cooccurrence:
     tiles: list[str] = field(default_factory=list)
     created: str = field(default_factory=_now)
     lcip_version: str = __version__
+    source: str | None = None
 
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.matrix, dtype=np.float64)
@@ -174,7 +177,7 @@ class Cooccurrence:
         return buf.getvalue()
 
     def metadata(self) -> dict[str, Any]:
-        """The JSON metadata: scheme, tiles, pixel counts, date, version, counts, matrix."""
+        """The JSON metadata: scheme, tiles, pixel counts, date, version, source, counts, matrix."""
         return {
             "scheme": self.scheme_name,
             "classes": list(self.class_names),
@@ -187,6 +190,7 @@ class Cooccurrence:
             "uniform_columns": self.uniform_codes,
             "created": self.created,
             "lcip_version": self.lcip_version,
+            "source": self.source,
             "counts": self.counts.tolist(),
             "matrix": self.matrix.tolist(),
         }
@@ -330,13 +334,42 @@ class Cooccurrence:
             tiles=[str(t) for t in meta.get("tiles", [])],
             created=str(meta.get("created", "")),
             lcip_version=str(meta.get("lcip_version", "")),
+            source=None if meta.get("source") is None else str(meta["source"]),
         )
+
+
+def check_scheme(coocc: Cooccurrence, scheme: ClassScheme, where: str) -> Cooccurrence:
+    """Check that a cooccurrence (e.g. one borrowed from another region) fits a class scheme.
+
+    The rows must be the scheme's classes, in its order (schemes that differ only in their
+    label codes, such as ``enviroatlas5`` and ``enviroatlas5_raw``, share matrices).
+
+    Args:
+        coocc: the cooccurrence.
+        scheme: the target class scheme.
+        where: what to name in the message (e.g. ``cooccurrence.source=<value> (<path>)``).
+
+    Returns:
+        the cooccurrence, unchanged.
+
+    Raises:
+        ConfigError: one line naming ``where``, the matrix's classes and the scheme's.
+    """
+    if coocc.class_names != scheme.classes or coocc.matrix.shape != (scheme.num_classes, NUM_NLCD):
+        raise ConfigError(
+            f"{where}: matrix of scheme {coocc.scheme_name!r} has classes "
+            f"{list(coocc.class_names)}, but the region's scheme {scheme.name!r} has "
+            f"{list(scheme.classes)}"
+        )
+    return coocc
 
 
 def count_pairs(
     label_path: str | Path,
     nlcd_path: str | Path,
     scheme: ClassScheme,
+    *,
+    nlcd_encoding: str = "codes",
 ) -> npt.NDArray[np.int64]:
     """Count (target class, NLCD class) pixel pairs on one label raster.
 
@@ -344,18 +377,20 @@ def count_pairs(
         label_path: high-resolution label raster (band 1, raw label codes).
         nlcd_path: NLCD raster, read onto the label's grid with nearest resampling.
         scheme: class scheme; labels are mapped with ``map_labels(..., for_prior=True)``.
+        nlcd_encoding: ``codes`` (NLCD class codes) or ``index`` (indices 0..16), see
+            :data:`lcip.priors.nlcd.NLCD_ENCODINGS`.
 
     Returns:
         (C, 17) int64 counts, columns in :data:`NLCD_CODES` order (column 0 is always 0).
 
     Raises:
-        DataError: for a missing or unreadable file or unknown NLCD codes.
+        DataError: for a missing or unreadable file or unknown NLCD codes (or indices).
     """
     grid = Grid.of(label_path)
     with open_raster(label_path) as src:
         labels = src.read(1)
     classes = scheme.map_labels(labels, for_prior=True)
-    nlcd = read_nlcd_index(nlcd_path, grid)
+    nlcd = read_nlcd_index(nlcd_path, grid, encoding=nlcd_encoding)
     keep = (classes != IGNORE_INDEX) & (nlcd != 0)
     num = scheme.num_classes
     flat = nlcd[keep].astype(np.int64) * num + classes[keep]
@@ -370,6 +405,7 @@ def count_cooccurrence(
     nlcd_layer: str = "nlcd",
     allow_test: bool = False,
     progress: bool = True,
+    nlcd_encoding: str = "codes",
 ) -> Cooccurrence:
     """Count the cooccurrence matrix over the tiles of a manifest.
 
@@ -383,6 +419,7 @@ def count_cooccurrence(
         nlcd_layer: manifest layer holding NLCD (any grid; read onto the label grid).
         allow_test: allow tiles of the ``test`` split.
         progress: show a progress bar.
+        nlcd_encoding: how the NLCD rasters store classes (``codes`` or ``index``).
 
     Returns:
         the cooccurrence (columns with no pixels uniform, with a warning).
@@ -405,7 +442,9 @@ def count_cooccurrence(
         )
     counts = np.zeros((scheme.num_classes, NUM_NLCD), dtype=np.int64)
     for tile in tqdm(manifest.tiles, desc="cooccurrence", unit="tile", disable=not progress):
-        counts += count_pairs(tile.layer(label_layer), tile.layer(nlcd_layer), scheme)
+        counts += count_pairs(
+            tile.layer(label_layer), tile.layer(nlcd_layer), scheme, nlcd_encoding=nlcd_encoding
+        )
     coocc = Cooccurrence.from_counts(counts, scheme, [t.tile_id for t in manifest])
     logger.info(
         "cooccurrence (%s) counted on %d tiles, %d labelled pixels",

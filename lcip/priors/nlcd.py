@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lcip.classes import NLCD_CODES, nlcd_to_index
+from lcip.errors import ConfigError, DataError
 from lcip.priors.blur import blur_onehot, kernel_radius
 from lcip.raster import Grid, open_raster, read_on_grid
 
@@ -68,6 +69,53 @@ CooccurrenceLike = HasMatrix | npt.ArrayLike
 logger = logging.getLogger(__name__)
 
 NUM_NLCD = len(NLCD_CODES)
+
+#: How an NLCD raster stores its classes (``region.nlcd_encoding``): ``codes`` holds the NLCD
+#: class codes (11, 21, ...; 0 nodata); ``index`` holds indices 0..16 into
+#: :data:`lcip.classes.NLCD_CODES` (the EnviroAtlas files are re-indexed this way).
+NLCD_ENCODINGS: tuple[str, ...] = ("codes", "index")
+
+
+def check_nlcd_encoding(encoding: str) -> str:
+    """``encoding`` if it is one of :data:`NLCD_ENCODINGS`.
+
+    Raises:
+        ConfigError: one line naming ``region.nlcd_encoding``.
+    """
+    if encoding not in NLCD_ENCODINGS:
+        raise ConfigError(
+            f"region.nlcd_encoding={encoding!r}: unknown encoding; use one of "
+            f"{list(NLCD_ENCODINGS)}"
+        )
+    return encoding
+
+
+def index_to_index(values: npt.NDArray[Any], source: str = "NLCD raster") -> npt.NDArray[np.uint8]:
+    """Check that NLCD values already are indices 0..16 (``nlcd_encoding=index``).
+
+    Args:
+        values: integer array of NLCD indices (0 = nodata).
+        source: the file the values came from, used in the error message.
+
+    Returns:
+        uint8 array of the same shape.
+
+    Raises:
+        DataError: if a value is not an integer in 0..16 (the message names the file).
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iu":
+        if not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise DataError(f"{source}: NLCD indices must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+    bad = (arr < 0) | (arr >= NUM_NLCD)
+    if bad.any():
+        found = sorted({int(v) for v in np.unique(arr[bad])[:10]})
+        raise DataError(
+            f"{source}: NLCD values {found} are not indices 0..{NUM_NLCD - 1} "
+            f"(region.nlcd_encoding=index; use 'codes' for NLCD class codes)"
+        )
+    return arr.astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -131,7 +179,9 @@ def _as_matrix(cooccurrence: CooccurrenceLike) -> npt.NDArray[np.float64]:
     return matrix
 
 
-def read_nlcd_index(path: str | Path, grid: Grid, *, halo: int = 0) -> npt.NDArray[np.uint8]:
+def read_nlcd_index(
+    path: str | Path, grid: Grid, *, halo: int = 0, encoding: str = "codes"
+) -> npt.NDArray[np.uint8]:
     """Read NLCD onto a grid (optionally expanded by a halo) as indices 0..16.
 
     The source may be a 30 m region-wide raster, a 1 m per-tile raster or a raster in another
@@ -139,17 +189,21 @@ def read_nlcd_index(path: str | Path, grid: Grid, *, halo: int = 0) -> npt.NDArr
     source and the source's nodata value become index 0 (nodata).
 
     Args:
-        path: NLCD raster (band 1 holds the NLCD codes).
+        path: NLCD raster (band 1 holds the NLCD codes, or indices, see ``encoding``).
         grid: target grid (e.g. the tile grid or a label raster's grid).
         halo: pixels to add on every side of ``grid``.
+        encoding: ``codes`` (NLCD class codes 11, 21, ...) or ``index`` (indices 0..16 into
+            :data:`~lcip.classes.NLCD_CODES`); see :data:`NLCD_ENCODINGS`.
 
     Returns:
         uint8 array (H + 2 halo, W + 2 halo) of indices into :data:`lcip.classes.NLCD_CODES`.
 
     Raises:
-        DataError: if the file is missing, unreadable or holds unknown NLCD codes (the message
-            names the file).
+        DataError: if the file is missing, unreadable or holds unknown NLCD codes (or, for
+            ``encoding="index"``, values outside 0..16); the message names the file.
+        ConfigError: for an unknown ``encoding``.
     """
+    check_nlcd_encoding(encoding)
     path = Path(path)
     with open_raster(path) as src:
         src_crs, src_nodata = src.crs, src.nodata
@@ -164,6 +218,8 @@ def read_nlcd_index(path: str | Path, grid: Grid, *, halo: int = 0) -> npt.NDArr
     codes = read_on_grid(path, target, bands=1, fill=0)
     if src_nodata is not None and src_nodata != 0 and np.isfinite(src_nodata):
         codes[codes == src_nodata] = 0
+    if encoding == "index":
+        return index_to_index(codes, source=str(path))
     return nlcd_to_index(codes, source=str(path))
 
 
@@ -221,6 +277,7 @@ def nlcd_prior(
     truncate: float = 4.0,
     smoothing: float = 1e-4,
     halo: int | None = None,
+    encoding: str = "codes",
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
     """Compute the NLCD prior of one tile.
 
@@ -233,6 +290,8 @@ def nlcd_prior(
         truncate: kernel truncation in standard deviations.
         smoothing: additive smoothing before renormalizing.
         halo: NLCD pixels read around the tile (None: ``ceil(truncate * sigma)``).
+        encoding: how the NLCD raster stores classes (``codes`` or ``index``, see
+            :data:`NLCD_ENCODINGS`).
 
     Returns:
         (prior, valid): float32 (C, H, W) summing to 1 on valid pixels, 0 on invalid ones;
@@ -252,7 +311,7 @@ def nlcd_prior(
             pad,
             kernel_radius(sigma, truncate),
         )
-    index = read_nlcd_index(nlcd_path, tile_grid, halo=pad)
+    index = read_nlcd_index(nlcd_path, tile_grid, halo=pad, encoding=encoding)
     prior, valid = prior_from_index(index, matrix, params, crop=pad)
     if not valid.any():
         logger.warning("%s: no NLCD data on tile grid %s", nlcd_path, tile_grid.describe())

@@ -4,14 +4,15 @@ A recipe turns a :class:`PriorRequest` (the region's tiles, the class scheme, th
 cooccurrence matrix and the prior's settings) into one prior raster per tile.
 :func:`build_prior` dispatches on ``settings["recipe"]``, writes ``report.json`` and the
 manifest listing the tiles with their ``prior_<name>`` layer. New recipes register with
-:func:`register_recipe`.
+:func:`register_recipe`; a recipe that needs no cooccurrence matrix (``published``) says so
+there, and the prior stage then does not read one (:func:`needs_cooccurrence`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,11 +27,14 @@ from lcip.priors.build import (
     NLCDPriorJob,
     TileResult,
     VectorLayersJob,
+    check_vector_rasters,
     results_manifest,
     run_tile_jobs,
     write_report,
 )
 from lcip.priors.fused import fusion_classes
+from lcip.priors.nlcd import check_nlcd_encoding
+from lcip.priors.published import PublishedPriorJob, check_layer
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +51,21 @@ class PriorRequest:
         scheme: the target class scheme.
         region_dir: the region's folder; intermediate layers go under it.
         out_dir: the prior's folder (rasters, ``report.json``, ``manifest.csv``).
-        cooccurrence: (C, 17) matrix P(target class | NLCD class).
+        cooccurrence: (C, 17) matrix P(target class | NLCD class); None for recipes that
+            need none (see :func:`needs_cooccurrence`).
         settings: the prior's config node as a plain dict (``name``, ``recipe``, ...).
         image_layer: imagery layer (the grid every prior is aligned to).
         nlcd_layer: NLCD layer.
         label_layer: 1 m label layer (the learned prior trains on it).
         osm_layer: OSM layer (roads, waterways, water bodies), or None.
         buildings_layer: building footprints layer, or None.
+        nlcd_encoding: how the NLCD layer stores classes: ``codes`` (NLCD class codes) or
+            ``index`` (indices 0..16).
+        vector_rasters: vector band name (buildings, roads, waterways, waterbodies) ->
+            manifest layer holding it as a 0/1 raster on the tile grid; such bands replace
+            the ones rasterized from ``osm_layer`` / ``buildings_layer``.
+        cooccurrence_source: where a borrowed cooccurrence matrix came from
+            (``cooccurrence.source``), recorded in the priors; None for the region's own.
         train_splits: splits the learned prior may train on.
         eval_splits: evaluation splits (never trained on).
         jobs: worker processes.
@@ -67,13 +79,16 @@ class PriorRequest:
     scheme: ClassScheme
     region_dir: Path
     out_dir: Path
-    cooccurrence: npt.NDArray[np.float64]
+    cooccurrence: npt.NDArray[np.float64] | None
     settings: Mapping[str, Any]
     image_layer: str = "naip"
     nlcd_layer: str = "nlcd"
     label_layer: str = "lc"
     osm_layer: str | None = "osm"
     buildings_layer: str | None = "buildings"
+    nlcd_encoding: str = "codes"
+    vector_rasters: Mapping[str, str] = field(default_factory=dict)
+    cooccurrence_source: str | None = None
     train_splits: tuple[str, ...] = ("train",)
     eval_splits: tuple[str, ...] = ("test",)
     jobs: int = 1
@@ -98,7 +113,16 @@ class PriorRequest:
         return NLCDPriorJob(out_dir, **self.nlcd_job_kwargs())
 
     def nlcd_job_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of the NLCD prior job (shared by the NLCD and fused jobs)."""
+        """Keyword arguments of the NLCD prior job (shared by the NLCD and fused jobs).
+
+        Raises:
+            ConfigError: if the request holds no cooccurrence matrix.
+        """
+        if self.cooccurrence is None:
+            raise ConfigError(
+                f"prior.recipe={self.settings.get('recipe')}: needs a cooccurrence matrix, "
+                f"but none was given"
+            )
         return {
             "image_layer": self.image_layer,
             "force": self.force,
@@ -108,6 +132,8 @@ class PriorRequest:
             "sigma": float(self.setting("sigma")),
             "truncate": float(self.setting("truncate")),
             "smoothing": float(self.setting("smoothing")),
+            "nlcd_encoding": check_nlcd_encoding(self.nlcd_encoding),
+            "cooccurrence_source": self.cooccurrence_source,
         }
 
     def with_vector_layers(self) -> Manifest:
@@ -118,6 +144,7 @@ class PriorRequest:
             self.force,
             self.osm_layer,
             self.buildings_layer,
+            check_vector_rasters(self.vector_rasters),
         )
         results = run_tile_jobs(job, self.manifest, self.jobs, "vector layers")
         return results_manifest(self.manifest, results, "vectors")
@@ -129,12 +156,17 @@ F = TypeVar("F", bound=Recipe)
 #: Recipes by name.
 RECIPES: dict[str, Recipe] = {}
 
+#: Recipes that need no cooccurrence matrix (the prior stage does not read one for them).
+WITHOUT_COOCCURRENCE: set[str] = set()
 
-def register_recipe(name: str) -> Callable[[F], F]:
+
+def register_recipe(name: str, *, cooccurrence: bool = True) -> Callable[[F], F]:
     """Register a recipe under ``name`` (a decorator).
 
     Args:
         name: the recipe's ``prior.recipe`` value.
+        cooccurrence: whether the recipe needs the cooccurrence matrix
+            (:attr:`PriorRequest.cooccurrence`).
 
     Returns:
         a decorator that registers the function and returns it unchanged.
@@ -147,9 +179,16 @@ def register_recipe(name: str) -> Callable[[F], F]:
         if RECIPES.get(name, fn) is not fn:
             raise ValueError(f"prior recipe {name!r} is already registered ({RECIPES[name]})")
         RECIPES[name] = fn
+        if not cooccurrence:
+            WITHOUT_COOCCURRENCE.add(name)
         return fn
 
     return register
+
+
+def needs_cooccurrence(recipe: str) -> bool:
+    """Whether a registered recipe needs the cooccurrence matrix (False for unknown ones)."""
+    return recipe in RECIPES and recipe not in WITHOUT_COOCCURRENCE
 
 
 @register_recipe("nlcd")
@@ -173,10 +212,35 @@ def fused_recipe(request: PriorRequest) -> list[TileResult]:
         **request.nlcd_job_kwargs(),
         osm_layer=request.osm_layer,
         buildings_layer=request.buildings_layer,
+        vector_rasters=check_vector_rasters(request.vector_rasters),
         water_class=water,
         impervious_class=impervious,
         radius=dict(request.setting("radius")),
         weights=dict(request.setting("weights")),
+    )
+    return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")
+
+
+@register_recipe("published", cooccurrence=False)
+def published_recipe(request: PriorRequest) -> list[TileResult]:
+    """A published prior (``prior.layer``: uint8 0..``prior.scale``) in lcip's prior format.
+
+    Needs no cooccurrence matrix; see :mod:`lcip.priors.published`.
+
+    Raises:
+        ConfigError: if a tile lacks the layer, or ``prior.layer`` / ``prior.scale`` /
+            ``prior.smoothing`` is missing or invalid.
+    """
+    layer = str(request.setting("layer"))
+    check_layer(request.manifest, layer)
+    job = PublishedPriorJob(
+        request.out_dir,
+        image_layer=request.image_layer,
+        force=request.force,
+        scheme=request.scheme,
+        layer=layer,
+        scale=float(request.setting("scale")),
+        smoothing=float(request.setting("smoothing")),
     )
     return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")
 
@@ -272,7 +336,13 @@ def learned_recipe(request: PriorRequest) -> list[TileResult]:
         net,
         request.scheme,
         request.out_dir,
-        params={**request.settings, "recipe": "learned", "train_tiles": ids},
+        params={
+            **request.settings,
+            "recipe": "learned",
+            "train_tiles": ids,
+            "nlcd_encoding": request.nlcd_encoding,
+            "cooccurrence_source": request.cooccurrence_source,
+        },
         input_layers=inputs,
         smoothing=float(request.setting("smoothing")),
         device=request.device,
@@ -309,12 +379,15 @@ __all__ = [
     "MODEL_FILE",
     "RECIPES",
     "TRAINING_KEYS",
+    "WITHOUT_COOCCURRENCE",
     "PriorRequest",
     "Recipe",
     "build_prior",
     "fused_recipe",
     "learned_recipe",
+    "needs_cooccurrence",
     "nlcd_recipe",
+    "published_recipe",
     "register_recipe",
     "training_settings",
 ]

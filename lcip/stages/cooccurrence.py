@@ -1,21 +1,78 @@
-"""Stage ``cooccurrence``: P(target class | NLCD class) from the region's training tiles."""
+"""Stage ``cooccurrence``: P(target class | NLCD class) from the region's training tiles.
+
+With ``cooccurrence.source`` set, the matrix is borrowed instead of counted: from another
+region (its ``<paths.regions>/<name>/cooccurrence/cooccurrence.csv``) or from a cooccurrence
+CSV file (as :meth:`~lcip.priors.cooccurrence.Cooccurrence.write` writes it). It is checked
+against the region's class scheme and copied into ``cooccurrence.dir``, so a region without
+labels gets priors too.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lcip.errors import ConfigError
 from lcip.manifest import Manifest
-from lcip.priors.cooccurrence import Cooccurrence, count_cooccurrence
+from lcip.priors.cooccurrence import CSV_NAME, Cooccurrence, check_scheme, count_cooccurrence
+from lcip.priors.nlcd import check_nlcd_encoding
 from lcip.stages.paths import region_manifest_path, scheme_of
+
+log = logging.getLogger(__name__)
+
+
+def cooccurrence_source(cfg: DictConfig) -> str | None:
+    """``cooccurrence.source`` as a string (None when unset or empty: count on this region)."""
+    source = cfg.cooccurrence.get("source")
+    return None if source is None or str(source) == "" else str(source)
+
+
+def source_path(cfg: DictConfig, source: str) -> Path:
+    """The cooccurrence CSV a ``cooccurrence.source`` value names.
+
+    A value that ends in ``.csv``, contains a path separator or names an existing file or
+    folder is a path (a folder holds ``cooccurrence.csv``); anything else is a region name,
+    whose matrix is ``<paths.regions>/<name>/cooccurrence/cooccurrence.csv``.
+
+    Raises:
+        ConfigError: one line naming the setting, if the file does not exist.
+    """
+    given = Path(source).expanduser()
+    is_path = source.endswith(".csv") or "/" in source or "\\" in source or given.exists()
+    if is_path:
+        path = given / CSV_NAME if given.is_dir() else given
+        hint = ""
+    else:
+        path = Path(cfg.paths.regions) / source / "cooccurrence" / CSV_NAME
+        hint = f" (run lcip-cooccurrence region={source} first)"
+    if not path.is_file():
+        raise ConfigError(f"cooccurrence.source={source}: no cooccurrence matrix at {path}{hint}")
+    return path
+
+
+def borrowed_cooccurrence(cfg: DictConfig, source: str) -> Cooccurrence:
+    """The matrix ``cooccurrence.source`` names, checked against the region's scheme.
+
+    Raises:
+        ConfigError: if it does not exist or its classes are not the scheme's.
+        DataError: if the file is malformed.
+    """
+    path = source_path(cfg, source)
+    coocc = check_scheme(
+        Cooccurrence.read(path), scheme_of(cfg), f"cooccurrence.source={source} ({path})"
+    )
+    return replace(coocc, source=source)
 
 
 def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
     """Count P(target class | NLCD class) on the region's training tiles and write it.
 
     Always recounted (it is cheap); priors record the matrix in their provenance, so an
-    unchanged matrix does not make them stale.
+    unchanged matrix does not make them stale. With ``cooccurrence.source`` set, the matrix
+    is borrowed (see the module docstring) and nothing is counted.
 
     Args:
         cfg: composed config (``region``, ``cooccurrence``).
@@ -24,6 +81,13 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
     Returns:
         the cooccurrence statistics (also written to ``cooccurrence.dir``).
     """
+    out_dir = Path(cfg.cooccurrence.dir)
+    source = cooccurrence_source(cfg)
+    if source is not None:
+        result = borrowed_cooccurrence(cfg, source)
+        result.write(out_dir)
+        log.info("cooccurrence borrowed from %s, written to %s", source, out_dir)
+        return result
     manifest = Manifest.read(region_manifest_path(cfg)).select(list(cfg.region.train_splits))
     result = count_cooccurrence(
         manifest,
@@ -31,6 +95,7 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
         label_layer=cfg.region.label_layer,
         nlcd_layer=cfg.region.nlcd_layer,
         allow_test=bool(cfg.cooccurrence.allow_test),
+        nlcd_encoding=check_nlcd_encoding(str(cfg.region.get("nlcd_encoding", "codes"))),
     )
-    result.write(Path(cfg.cooccurrence.dir))
+    result.write(out_dir)
     return result

@@ -37,7 +37,7 @@ def region(cfg: DictConfig, force: bool = False) -> Path:
         if not path.exists():
             raise ConfigError(
                 f"region.manifest={path}: manifest does not exist and region '{cfg.region.name}' "
-                "has no generator (acquire its data first)"
+                "has no generator (run lcip-acquire region=" + str(cfg.region.name) + " first)"
             )
         return path
     from lcip.synthetic import generate_region
