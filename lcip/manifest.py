@@ -72,8 +72,15 @@ class Tile:
         return self.layers[name]
 
     def with_layers(self, **layers: Path) -> Tile:
-        """A copy of the tile with layers added or replaced."""
-        return replace(self, layers={**self.layers, **{k: Path(v) for k, v in layers.items()}})
+        """A copy of the tile with layers added or replaced.
+
+        A replaced layer loses its ``<layer>_url`` / ``<layer>_sha256``: they described the old
+        file.
+        """
+        meta = {k: v for k, v in self.meta.items() if k.rsplit("_", 1)[0] not in layers}
+        return replace(
+            self, layers={**self.layers, **{k: Path(v) for k, v in layers.items()}}, meta=meta
+        )
 
 
 @dataclass(frozen=True)

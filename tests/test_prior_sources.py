@@ -62,7 +62,7 @@ FUSED: dict[str, Any] = {
 PUBLISHED: dict[str, Any] = {
     "name": "published",
     "recipe": "published",
-    "layer": "prior_published",
+    "layer": "paper_prior",
     "scale": 255.0,
     "smoothing": 1e-4,
 }
@@ -138,7 +138,7 @@ def _with_published(root: Path, seed: int = 0, bands: int = 4) -> Manifest:
         data = rng.integers(0, 256, size=(bands, *grid.shape)).astype(np.uint8)
         data[:, :20, :30] = 0  # no prior there
         paths[tile.tile_id] = write_raster(root / "published" / f"{tile.tile_id}.tif", data, grid)
-    out = manifest.with_layer("prior_published", paths)
+    out = manifest.with_layer("paper_prior", paths)
     return Manifest.read(out.write(root / "manifest.csv"))
 
 
@@ -153,7 +153,7 @@ def test_published_prior_is_converted_to_lcip_priors(region: Path) -> None:
         prior, tags = _read(tile.layer("prior_published"))
         with rasterio.open(tile.layer("prior_published")) as src:
             assert src.descriptions == CHESAPEAKE4.classes and src.dtypes == ("float32",) * 4
-        source = rasterio.open(manifest.tile(tile.tile_id).layer("prior_published")).read()
+        source = rasterio.open(manifest.tile(tile.tile_id).layer("paper_prior")).read()
         p = source.astype(np.float64) / 255.0 + 1e-4
         expected = p / p.sum(0)
         invalid = (source == 0).all(0)
@@ -162,17 +162,17 @@ def test_published_prior_is_converted_to_lcip_priors(region: Path) -> None:
         np.testing.assert_allclose(prior[:, ~invalid], expected[:, ~invalid], rtol=1e-5)
         np.testing.assert_allclose(prior[:, ~invalid].sum(0), 1.0, atol=1e-5)
         record = json.loads(tags[PROVENANCE_TAG])
-        assert tags["recipe"] == "published" and record["params"]["layer"] == "prior_published"
+        assert tags["recipe"] == "published" and record["params"]["layer"] == "paper_prior"
         assert record["inputs"] == {
             "image": fingerprint(tile.layer("naip")),
-            "published": fingerprint(manifest.tile(tile.tile_id).layer("prior_published")),
+            "published": fingerprint(manifest.tile(tile.tile_id).layer("paper_prior")),
         }
     # idempotent; force rewrites; a changed published file rebuilds only its tile
     build_prior(request)
     assert _counts(request.out_dir)["skipped"] == 4
     build_prior(replace(request, force=True))
     assert _counts(request.out_dir)["written"] == 4
-    path = manifest.tile("r1c0").layer("prior_published")
+    path = manifest.tile("r1c0").layer("paper_prior")
     data = rasterio.open(path).read()
     data[0, 50:60, 50:60] = 255
     write_raster(path, data, Grid.of(path))

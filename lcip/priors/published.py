@@ -79,7 +79,7 @@ def published_prior(
 class PublishedPriorJob(PriorJob):
     """Convert a tile's published prior layer (``layer``) into an lcip prior raster."""
 
-    layer: str = "prior_published"
+    layer: str = "paper_prior"
     scale: float = 255.0
     smoothing: float = 1e-4
     recipe: str = "published"

@@ -1,0 +1,1 @@
+"""Acquisition of real regions: downloads, remote zip members, verified manifests."""

@@ -1,0 +1,353 @@
+"""Stage ``acquire``: fetch a real region's files and write its verified manifest.
+
+For a region with a ``source`` (see :mod:`lcip.acquire.datasets`), the stage
+
+1. lists each archive it needs: through HTTP range requests it reads only the zip's central
+   directory (or lists a whole archive already on disk); a server that does not serve ranges
+   makes it download the whole archive (resumable, MD5-checked) and list that;
+2. selects the members of the region's subset, splits and layers (plus TorchGeo's spatial
+   index), and with ``acquire.dry_run=true`` prints them with their sizes and stops;
+3. fetches each member that is not already present (resumable, CRC-32 checked, atomic);
+4. writes the manifest: tile id, split, CRS and bounds (from the imagery), one column per
+   layer, and ``<layer>_url`` / ``<layer>_sha256`` per file. The checksums are remembered
+   (:mod:`lcip.verify`), so stages reading the manifest detect a changed file cheaply.
+
+A rerun whose settings match ``acquire.json`` beside the manifest and whose files all verify
+makes no network request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+import lcip
+from lcip.acquire.datasets import Archive, Dataset, LayerMember, get_dataset
+from lcip.atomic import write_text
+from lcip.config import to_dict
+from lcip.errors import ConfigError, DataError
+from lcip.manifest import Manifest, Tile
+from lcip.raster import Grid
+from lcip.stages.paths import region_manifest_path
+
+log = logging.getLogger(__name__)
+
+#: The acquisition settings recorded beside the manifest.
+SETTINGS_FILE = "acquire.json"
+
+
+@dataclass(frozen=True)
+class PlannedMember:
+    """A member to fetch: what it holds, its sizes and whether it is already on disk."""
+
+    member: LayerMember
+    compressed_size: int
+    size: int
+    present: bool
+
+
+@dataclass
+class ArchiveListing:
+    """An archive's members (name -> (compressed size, size)) and how to fetch them."""
+
+    archive: Archive
+    members: dict[str, tuple[int, int]]
+    remote: Any = None  # a RemoteZip when members are fetched by range requests
+    local: Path | None = None  # the whole archive on disk otherwise
+    whole_size: int | None = None  # dry run on a server without ranges: the archive's size
+
+
+def _archives(dataset: Dataset, overrides: Mapping[str, Any]) -> dict[str, Archive]:
+    archives = dataset.archives()
+    unknown = set(overrides) - set(archives)
+    if unknown:
+        raise ConfigError(f"acquire.archives: unknown keys {sorted(unknown)} ({sorted(archives)})")
+    out = {}
+    for key, a in archives.items():
+        o = overrides.get(key) or {}
+        md5 = o.get("md5", a.md5)
+        out[key] = Archive(
+            key, str(o.get("url", a.url)), a.filename, None if md5 is None else str(md5)
+        )
+    return out
+
+
+def _list_archive(archive: Archive, data_dir: Path, opts: Mapping[str, Any]) -> ArchiveListing:
+    from lcip.acquire.http import RangeNotSupportedError, download, probe
+    from lcip.acquire.remotezip import RemoteZip
+
+    local = data_dir / archive.filename
+    if not local.exists():
+        try:
+            remote = RemoteZip(archive.url, timeout=opts["timeout"], retries=opts["retries"])
+            members = {
+                m.name: (m.compressed_size, m.size) for m in remote.members.values() if not m.is_dir
+            }
+            log.info(
+                "%s: listed %d members (%d bytes read)",
+                archive.url,
+                len(members),
+                remote.directory_bytes,
+            )
+            return ArchiveListing(archive, members, remote=remote)
+        except RangeNotSupportedError:
+            if opts["dry_run"]:
+                size = probe(archive.url, timeout=opts["timeout"]).size
+                return ArchiveListing(archive, {}, whole_size=size)
+            log.warning(
+                "%s: the server does not serve byte ranges; downloading the whole archive to %s",
+                archive.url,
+                local,
+            )
+            download(
+                archive.url,
+                local,
+                md5=archive.md5,
+                retries=opts["retries"],
+                timeout=opts["timeout"],
+                progress=opts["progress"],
+            )
+    try:
+        with zipfile.ZipFile(local) as z:
+            members = {
+                i.filename: (i.compress_size, i.file_size) for i in z.infolist() if not i.is_dir()
+            }
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(
+            f"{local}: not a readable zip archive ({exc}); delete it and rerun"
+        ) from None
+    return ArchiveListing(archive, members, local=local)
+
+
+def plan(
+    dataset: Dataset,
+    listings: Mapping[str, ArchiveListing],
+    source: Mapping[str, Any],
+    data_dir: Path,
+) -> list[PlannedMember]:
+    """The members to fetch for a region's source, with the spatial index.
+
+    Raises:
+        DataError: when the archives hold no tile of the region or its test tiles differ from
+            ``region.source.test_tiles``.
+    """
+    subset, splits, layers = source["subset"], list(source["splits"]), list(source["layers"])
+    picked: list[LayerMember] = []
+    for key, listing in listings.items():
+        wanted = [layer for layer in layers if dataset.archive_of(layer) == key]
+        picked += dataset.select(key, listing.members, subset, splits, wanted)
+        picked += [
+            LayerMember(key, m, "", "", "index")
+            for m, k in dataset.extras.items()
+            if k == key and m in listing.members
+        ]
+    if not any(p.layer != "index" for p in picked) and all(
+        listing.whole_size is None for listing in listings.values()
+    ):
+        raise DataError(f"{dataset.name}: the archives hold no {layers} files of {subset} {splits}")
+    expected = source.get("test_tiles")
+    if (
+        expected is not None
+        and "test" in splits
+        and any(listing.members for listing in listings.values())
+    ):
+        found = {p.tile_id for p in picked if p.split == "test"}
+        if found != set(expected):
+            raise DataError(
+                f"{dataset.name} {subset}: the archive's test tiles differ from "
+                f"region.source.test_tiles (missing {sorted(set(expected) - found)}, "
+                f"extra {sorted(found - set(expected))})"
+            )
+    out = []
+    for p in picked:
+        compressed, size = listings[p.archive].members[p.member]
+        dest = data_dir / p.member
+        present = dest.is_file() and dest.stat().st_size == size
+        out.append(PlannedMember(p, compressed, size, present))
+    return out
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
+
+
+def describe(members: Sequence[PlannedMember], listings: Mapping[str, ArchiveListing]) -> str:
+    """A listing of the members to fetch, their sizes and the totals."""
+    lines = [f"{'member':<100} {'download':>12} {'on disk':>12}  state"]
+    for p in members:
+        state = "present" if p.present else "to fetch"
+        lines.append(f"{p.member.member:<100} {p.compressed_size:>12} {p.size:>12}  {state}")
+    fetch = sum(p.compressed_size for p in members if not p.present)
+    disk = sum(p.size for p in members)
+    lines.append(
+        f"{len(members)} files: {_gb(fetch)} to fetch "
+        f"({sum(not p.present for p in members)} files), {_gb(disk)} on disk when extracted"
+    )
+    for listing in listings.values():
+        if listing.whole_size is not None:
+            lines.append(
+                f"{listing.archive.url}: the server does not serve byte ranges, so the whole "
+                f"archive ({_gb(listing.whole_size)}) would be downloaded first"
+            )
+    return "\n".join(lines)
+
+
+def _fetch(
+    members: Sequence[PlannedMember],
+    listings: Mapping[str, ArchiveListing],
+    data_dir: Path,
+    opts: Mapping[str, Any],
+) -> None:
+    from lcip.acquire.remotezip import extract_members
+
+    by_archive: dict[str, list[str]] = defaultdict(list)
+    for p in members:
+        by_archive[p.member.archive].append(p.member.member)
+    for key, names in by_archive.items():
+        listing = listings[key]
+        if listing.remote is not None:
+            for name in names:
+                listing.remote.extract(name, data_dir / name, progress=opts["progress"])
+        else:
+            extract_members(
+                listing.archive.url,
+                names,
+                data_dir,
+                archive_path=data_dir / listing.archive.filename,
+                md5=listing.archive.md5,
+                progress=opts["progress"],
+            )
+
+
+def write_manifest(
+    members: Sequence[PlannedMember],
+    archives: Mapping[str, Archive],
+    data_dir: Path,
+    path: Path,
+    image_layer: str,
+) -> Manifest:
+    """Write the region's manifest for fetched members (checksums computed and remembered).
+
+    Raises:
+        DataError: when a tile lacks its imagery layer or appears in two splits.
+    """
+    from lcip.provenance import sha256_file
+    from lcip.verify import remember_many
+
+    tiles: dict[str, dict[str, LayerMember]] = defaultdict(dict)
+    split_of: dict[str, str] = {}
+    for p in members:
+        m = p.member
+        if m.layer == "index":
+            continue
+        if split_of.setdefault(m.tile_id, m.split) != m.split:
+            raise DataError(f"tile {m.tile_id} is in splits {split_of[m.tile_id]} and {m.split}")
+        tiles[m.tile_id][m.layer] = m
+    out, checked = [], []
+    for tile_id in sorted(tiles, key=lambda t: (split_of[t], t)):
+        layers = tiles[tile_id]
+        if image_layer not in layers:
+            raise DataError(f"tile {tile_id}: no '{image_layer}' file in the archive")
+        grid = Grid.of(data_dir / layers[image_layer].member)
+        paths, meta = {}, {}
+        for name, m in sorted(layers.items()):
+            file = data_dir / m.member
+            digest = sha256_file(file)
+            checked.append((file, digest))
+            paths[name] = file
+            meta[f"{name}_url"] = f"{archives[m.archive].url}#{m.member}"
+            meta[f"{name}_sha256"] = digest
+        crs = grid.crs.to_string()
+        out.append(Tile(tile_id, split_of[tile_id], crs, grid.bounds, paths, meta))
+    remember_many(checked)
+    manifest = Manifest(tuple(out))
+    manifest.write(path)
+    return Manifest.read(path)
+
+
+def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
+    """Fetch the configured region's files and write its manifest (see the module doc).
+
+    Args:
+        cfg: composed config (``region`` with a ``source``, ``acquire``).
+        force: list and check every archive again even when the manifest is up to date
+            (files already present and whole are still not fetched again).
+
+    Returns:
+        the region's manifest, or None for a dry run.
+
+    Raises:
+        ConfigError: for a region without a source or bad source settings.
+        DownloadError: one line naming the URL when a transfer fails.
+    """
+    force = force or bool(cfg.get("force", False))
+    if cfg.region.get("source") is None:
+        raise ConfigError(
+            f"region={cfg.region.name}: has no `source` to acquire (a generated region: "
+            "use lcip-region)"
+        )
+    source = to_dict(cfg.region.source)
+    dataset = get_dataset(str(source["dataset"]))
+    dataset.check(str(source["subset"]), list(source["splits"]), list(source["layers"]))
+    opts = {
+        "dry_run": bool(cfg.acquire.dry_run),
+        "timeout": float(cfg.acquire.timeout),
+        "retries": int(cfg.acquire.retries),
+        "progress": bool(cfg.acquire.progress),
+    }
+    data_dir = Path(cfg.acquire.dir) / dataset.name
+    archives = _archives(dataset, to_dict(cfg.acquire.get("archives") or {}))
+    needed = {dataset.archive_of(layer) for layer in source["layers"]}
+    needed |= {k for k in dataset.extras.values()}
+    archives = {k: a for k, a in archives.items() if k in needed}
+    manifest_path = region_manifest_path(cfg)
+    settings = {
+        "source": source,
+        "archives": {k: a.url for k, a in sorted(archives.items())},
+        "lcip_version": lcip.__version__,
+    }
+    stamp = manifest_path.parent / SETTINGS_FILE
+    if not force and not opts["dry_run"] and _up_to_date(manifest_path, stamp, settings):
+        log.info("region %s is up to date: %s", cfg.region.name, manifest_path)
+        return manifest_path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    listings = {k: _list_archive(a, data_dir, opts) for k, a in sorted(archives.items())}
+    members = plan(dataset, listings, source, data_dir)
+    if opts["dry_run"]:
+        print(describe(members, listings))
+        return None
+    log.info(
+        "%s %s: %d files, %s to fetch",
+        dataset.name,
+        source["subset"],
+        len(members),
+        _gb(sum(p.compressed_size for p in members if not p.present)),
+    )
+    _fetch(members, listings, data_dir, opts)
+    write_manifest(members, archives, data_dir, manifest_path, str(cfg.region.image_layer))
+    write_text(stamp, json.dumps(settings, indent=1, sort_keys=True))
+    log.info("region %s: manifest %s", cfg.region.name, manifest_path)
+    return manifest_path
+
+
+def _up_to_date(manifest_path: Path, stamp: Path, settings: Mapping[str, Any]) -> bool:
+    """Whether the manifest was written with these settings and its files still verify."""
+    try:
+        if json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
+            return False
+        Manifest.read(manifest_path, verify=True)
+    except (OSError, ValueError, DataError) as exc:
+        log.info("%s: acquiring again (%s)", manifest_path, str(exc).splitlines()[0][:200])
+        return False
+    return True
+
+
+__all__ = ["SETTINGS_FILE", "acquire", "describe", "plan", "write_manifest"]
