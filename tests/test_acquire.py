@@ -315,6 +315,12 @@ def test_acquired_region_runs_the_stages(server: LoopbackServer, tmp_path: Path)
             assert valid.mean() > 0.9
             assert np.allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
             assert p[:, valid].min() >= 0.0
+    # Both priors scored side by side on the same labelled tiles.
+    from lcip.stages.compare_priors import compare_priors
+
+    report = compare_priors(compose_config([*base, "compare.splits=[train,val,test]"]))
+    table = report.with_suffix(".csv").read_text()
+    assert "nlcd" in table and "published" in table and "mad_published" in table
     cfg = compose_config([*base, "prior=published"])
     train(cfg)
     assert (Path(cfg.run_dir) / "checkpoints" / "last.ckpt").is_file()

@@ -340,6 +340,8 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
 
 def _up_to_date(manifest_path: Path, stamp: Path, settings: Mapping[str, Any]) -> bool:
     """Whether the manifest was written with these settings and its files still verify."""
+    if not (stamp.exists() and manifest_path.exists()):
+        return False
     try:
         if json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
             return False
