@@ -279,6 +279,22 @@ def test_test_tiles_must_match_the_archive(server: LoopbackServer, tmp_path: Pat
         assert int(src.read().max()) < 17  # NLCD as indices into the 17 codes
     with rasterio.open(tile.layer("paper_prior")) as src:
         assert src.count == 5 and np.all(src.read().sum(axis=0) > 0)
+    # The stages take the EnviroAtlas layout as it is: NLCD indices, rasterized vector layers.
+    from lcip.stages.cooccurrence import cooccurrence
+    from lcip.stages.prior import prior
+
+    cooccurrence(compose_config([*overrides, ok]))
+    for name in ("fused", "published_no_osm_no_buildings"):
+        out = Manifest.read(prior(compose_config([*overrides, ok, f"prior={name}"])))
+        with rasterio.open(out.tiles[0].layer(f"prior_{name}")) as src:
+            p = src.read()
+            assert src.count == 5 and src.descriptions[1] == "impervious"
+        valid = ~np.isnan(p).any(axis=0)
+        assert valid.mean() > 0.9 and np.allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
+        if name == "fused":  # roads (raster) put mass on impervious where they are
+            with rasterio.open(out.tiles[0].layer("roads")) as src:
+                roads = src.read(1).astype(bool)
+            assert p[1][roads & valid].mean() > p[1][~roads & valid].mean() + 0.1
 
 
 def test_acquired_region_runs_the_stages(server: LoopbackServer, tmp_path: Path) -> None:
@@ -323,7 +339,10 @@ def test_acquired_region_runs_the_stages(server: LoopbackServer, tmp_path: Path)
     assert "nlcd" in table and "published" in table and "mad_published" in table
     cfg = compose_config([*base, "prior=published"])
     train(cfg)
-    assert (Path(cfg.run_dir) / "checkpoints" / "last.ckpt").is_file()
+    import torch
+
+    last = torch.load(Path(cfg.run_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2
 
 
 def test_member_names_parse_like_torchgeo_lists_them() -> None:
