@@ -1,11 +1,13 @@
 """Where each stage reads and writes, derived from the config in one place.
 
+- acquire:       ``<acquire.dir>/<dataset>/...`` (archive members), ``<region.dir>/manifest.csv``
 - region:        ``<region.dir>/manifest.csv`` (+ layer files)
 - cooccurrence:  ``<cooccurrence.dir>/cooccurrence.csv``
 - prior:         ``<region.dir>/priors/<prior>/manifest.csv`` (adds layer ``prior_<prior>``)
 - train:         ``<run_dir>/checkpoints/{best,last}.ckpt``, ``<run_dir>/logs/metrics.csv``
 - predict:       ``<predict.out_dir>/manifest.csv`` (adds ``q_prob``, ``q_class``, ...)
 - evaluate:      ``<run_dir>/evaluation.md`` and ``.csv``
+- compare-priors: ``<compare.out_dir>/comparison.md`` and ``.csv``
 """
 
 from __future__ import annotations
