@@ -22,6 +22,8 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
+from lcip.acquire.datasets import EnviroAtlas
+
 #: Chesapeake label -> NLCD code used where that label dominates a 30 m cell.
 _CHESAPEAKE_NLCD = {1: 11, 2: 41, 3: 81, 4: 31, 5: 23, 6: 22}
 #: Chesapeake label -> class of the 4-class scheme (water, tree, low vegetation, impervious).
@@ -220,14 +222,9 @@ def make_enviroatlas_archive(
                     _write(src / f"{folder}/{tile}_{suffix}.tif", data, prof)
                     members.append(f"{folder}/{tile}_{suffix}.tif")
                 keys = {
-                    "a_naip": "naip",
-                    "b_nlcd": "nlcd",
-                    "c_roads": "roads",
-                    "d_water": "water",
-                    "d1_waterways": "waterways",
-                    "d2_waterbodies": "waterbodies",
-                    "e_buildings": "buildings",
-                    "h_highres_labels": "lc",
+                    k: v
+                    for k, v in EnviroAtlas.torchgeo_layers.items()
+                    if not v.startswith("prior")
                 }
                 rel = f"{city}-{year}_1m-{split}_tiles-debuffered/{tile}"
                 files = {k: f"{rel}_{s}.tif" for s, k in keys.items()}

@@ -202,33 +202,26 @@ class EnviroAtlas(Dataset):
         r"d2_waterbodies|e_buildings|h_highres_labels|prior_from_cooccurrences_101_31"
         r"(?:_no_osm_no_buildings)?)\.tif$"
     )
-    layers: ClassVar[Mapping[str, str]] = {
-        "a_naip": "naip",
-        "b_nlcd": "nlcd",
-        "c_roads": "roads",
-        "d_water": "water",
-        "d1_waterways": "waterways",
-        "d2_waterbodies": "waterbodies",
-        "e_buildings": "buildings",
-        "h_highres_labels": "lc",
-        "prior_from_cooccurrences_101_31": "paper_prior",
-        "prior_from_cooccurrences_101_31_no_osm_no_buildings": ("paper_prior_no_osm_no_buildings"),
+    #: Member suffix -> (lcip layer, TorchGeo layer, checked against ``valid_layers``).
+    suffixes: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "a_naip": ("naip", "naip"),
+        "b_nlcd": ("nlcd", "nlcd"),
+        "c_roads": ("roads", "roads"),
+        "d_water": ("water", "water"),
+        "d1_waterways": ("waterways", "waterways"),
+        "d2_waterbodies": ("waterbodies", "waterbodies"),
+        "e_buildings": ("buildings", "buildings"),
+        "h_highres_labels": ("lc", "lc"),
+        "prior_from_cooccurrences_101_31": ("paper_prior", "prior"),
+        "prior_from_cooccurrences_101_31_no_osm_no_buildings": (
+            "paper_prior_no_osm_no_buildings",
+            "prior_no_osm_no_buildings",
+        ),
     }
+    layers: ClassVar[Mapping[str, str]] = {k: v[0] for k, v in suffixes.items()}
+    torchgeo_layers: ClassVar[Mapping[str, str]] = {k: v[1] for k, v in suffixes.items()}
     extras: ClassVar[Mapping[str, str]] = {"enviroatlas_lotp/spatial_index.geojson": "lotp"}
     default_archive = "lotp"
-    #: TorchGeo's layer name of each member suffix (checked against ``valid_layers``).
-    torchgeo_layers: ClassVar[Mapping[str, str]] = {
-        "a_naip": "naip",
-        "b_nlcd": "nlcd",
-        "c_roads": "roads",
-        "d_water": "water",
-        "d1_waterways": "waterways",
-        "d2_waterbodies": "waterbodies",
-        "e_buildings": "buildings",
-        "h_highres_labels": "lc",
-        "prior_from_cooccurrences_101_31": "prior",
-        "prior_from_cooccurrences_101_31_no_osm_no_buildings": "prior_no_osm_no_buildings",
-    }
 
     def archives(self) -> dict[str, Archive]:
         """``lotp``: the one archive of the four cities."""
