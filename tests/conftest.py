@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 from lcip.classes import CHESAPEAKE4
 from lcip.manifest import Manifest, Tile
 from lcip.raster import Grid, write_raster
+from tests.httpserver import loopback  # noqa: F401 (a fixture for every test module)
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 CRS_UTM = CRS.from_epsg(32618)

@@ -6,7 +6,6 @@ import hashlib
 import shutil
 import struct
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,8 @@ def _no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LoopbackServer]:
-    root = tmp_path / "served"
-    root.mkdir()
-    with LoopbackServer(root) as s:
-        yield s
+def server(loopback: LoopbackServer) -> LoopbackServer:
+    return loopback
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:

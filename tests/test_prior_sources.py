@@ -44,21 +44,8 @@ from lcip.stages.prior import prior as prior_stage
 from lcip.stages.region import region as region_stage
 from lcip.synthetic import RegionConfig, generate_region
 from tests.conftest import make_grid
+from tests.test_prior_recipes import FUSED, NLCD
 
-NLCD: dict[str, Any] = {
-    "name": "nlcd",
-    "recipe": "nlcd",
-    "sigma": 31.0,
-    "truncate": 4.0,
-    "smoothing": 1e-4,
-}
-FUSED: dict[str, Any] = {
-    **NLCD,
-    "name": "fused",
-    "recipe": "fused",
-    "radius": {"buildings": 4, "roads": 4, "waterways": 2, "waterbodies": 2},
-    "weights": {"buildings": 1.0, "roads": 1.0, "waterways": 1.0, "waterbodies": 1.0},
-}
 PUBLISHED: dict[str, Any] = {
     "name": "published",
     "recipe": "published",
