@@ -6,14 +6,18 @@ manifest verifies those files (:func:`verify_manifest`, called by :meth:`Manifes
 remembered in a small record in the file's folder (:data:`RECORD`, keyed by file name, with
 the size and modification time it had when hashed). Later reads only compare size and mtime
 with the record, so verification costs one hash per file, not one per stage; a file that was
-rewritten, truncated or replaced is hashed again and a mismatch is one line naming it.
+rewritten, truncated or replaced is hashed again and a mismatch is one line naming it. Where
+the file's folder is read-only (a shared data mirror), the record is kept in the user's cache
+instead (:func:`fallback_record`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,34 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _read_record(folder: Path) -> dict[str, Any]:
+def fallback_record(folder: Path) -> Path:
+    """Where the record of a read-only folder is kept.
+
+    ``$LCIP_CACHE`` (default ``~/.cache/lcip``) ``/verified/<hash of the folder's path>.json``.
+    """
+    root = Path(os.environ.get("LCIP_CACHE") or Path.home() / ".cache" / "lcip")
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:32]
+    return root / "verified" / f"{key}.json"
+
+
+def _load(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads((folder / RECORD).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a folder is meant to be written: its owner-write bit is set."""
+    try:
+        return bool(folder.stat().st_mode & stat.S_IWUSR)
+    except OSError:
+        return False
+
+
+def _read_record(folder: Path) -> dict[str, Any]:
+    return {**_load(fallback_record(folder)), **_load(folder / RECORD)}
 
 
 def remember(path: str | Path, sha256: str) -> None:
@@ -61,10 +87,17 @@ def remember_many(entries: Iterable[tuple[Path, str]]) -> None:
         record = _read_record(folder)
         for name, (path, digest) in files.items():
             record[name] = {"sha256": digest.lower(), "stamp": _stamp(path)}
-        try:
-            write_text(folder / RECORD, json.dumps(record, indent=0, sort_keys=True))
-        except OSError as exc:  # a read-only data folder: verification still works, uncached
-            log.debug("cannot write %s: %s", folder / RECORD, exc)
+        text = json.dumps(record, indent=0, sort_keys=True)
+        targets = [folder / RECORD, fallback_record(folder)]
+        if not _writable(folder):  # respect read-only mode bits, even for root
+            targets = targets[1:]
+        for target in targets:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_text(target, text)
+                break
+            except OSError as exc:  # a read-only data folder: try the user's cache
+                log.debug("cannot write %s: %s", target, exc)
 
 
 def is_remembered(path: Path, sha256: str) -> bool:

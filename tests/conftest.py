@@ -73,3 +73,11 @@ def fake_region(tmp_path: Path) -> Manifest:
         )
     path = Manifest(tuple(tiles)).write(tmp_path / "manifest.csv")
     return Manifest.read(path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep lcip's user cache (verification records of read-only folders) inside the test run."""
+    import os
+
+    os.environ["LCIP_CACHE"] = str(tmp_path_factory.mktemp("lcip-cache"))
