@@ -29,7 +29,7 @@ def test_nlcd_prior_job(tmp_path: Path, fake_region: Manifest) -> None:
     manifest = _region_with_nlcd(tmp_path, fake_region)
     matrix = np.full((4, 17), 0.25)
     job = NLCDPriorJob(
-        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=5.0
+        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma_m=5.0
     )
     results = run_tile_jobs(job, manifest, jobs=2)
     assert [r.status for r in results] == ["written", "written", "written", "no_valid"]
@@ -59,7 +59,7 @@ def test_nlcd_prior_job(tmp_path: Path, fake_region: Manifest) -> None:
     again = run_tile_jobs(job, manifest.select(tile_ids=["t0"]))
     assert again[0].status == "skipped"
     other = NLCDPriorJob(
-        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma=6.0
+        tmp_path / "priors", scheme=CHESAPEAKE4, matrix=matrix, nlcd_layer="nlcd", sigma_m=6.0
     )
     assert run_tile_jobs(other, manifest.select(tile_ids=["t0"]))[0].status == "written"
 

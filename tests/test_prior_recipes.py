@@ -33,7 +33,7 @@ from lcip.synthetic import RegionConfig, generate_region
 NLCD: dict[str, Any] = {
     "name": "nlcd",
     "recipe": "nlcd",
-    "sigma": 31.0,
+    "sigma_m": 31.0,
     "truncate": 4.0,
     "smoothing": 1e-4,
 }
@@ -41,7 +41,7 @@ FUSED: dict[str, Any] = {
     **NLCD,
     "name": "fused",
     "recipe": "fused",
-    "radius": {"buildings": 4, "roads": 4, "waterways": 2, "waterbodies": 2},
+    "radius_m": {"buildings": 4.0, "roads": 4.0, "waterways": 2.0, "waterbodies": 2.0},
     "weights": {"buildings": 1.0, "roads": 1.0, "waterways": 1.0, "waterbodies": 1.0},
 }
 LEARNED: dict[str, Any] = {

@@ -37,8 +37,8 @@ from lcip.atomic import write_text
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, GridMismatchError
 from lcip.manifest import Manifest, Tile
-from lcip.priors.fused import DEFAULT_RADIUS, fuse_prior
-from lcip.priors.nlcd import check_nlcd_encoding, nlcd_prior
+from lcip.priors.fused import fuse_prior, radius_in_pixels
+from lcip.priors.nlcd import check_nlcd_encoding, metres_per_pixel, nlcd_prior, sigma_in_pixels
 from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
 from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.raster import Grid, open_raster, read_on_grid, write_raster
@@ -96,8 +96,12 @@ class TileJob:
 
     count: int = field(default=0, init=False)
 
-    def params(self) -> dict[str, Any]:
-        """Parameters recorded in the output's provenance (a change forces a rebuild)."""
+    def params(self, grid: Grid | None = None) -> dict[str, Any]:
+        """Parameters recorded in the output's provenance (a change forces a rebuild).
+
+        Args:
+            grid: the tile grid, for jobs whose parameters resolve on it (metres -> pixels).
+        """
         skip = ("out_dir", "count", "force")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
@@ -130,7 +134,7 @@ class TileJob:
         start = time.perf_counter()
         grid = Grid.of(tile.layer(self.image_layer))
         path = self.output(tile)
-        params = provenance(self.params(), self.inputs(tile))
+        params = provenance(self.params(grid), self.inputs(tile))
         if not self.force and is_up_to_date(path, params, grid, self.count):
             return TileResult(
                 tile.tile_id, "skipped", str(path), float("nan"), time.perf_counter() - start
@@ -338,9 +342,9 @@ class PriorJob(TileJob):
     scheme: ClassScheme | None = None
     recipe: str = ""
 
-    def params(self) -> dict[str, Any]:
+    def params(self, grid: Grid | None = None) -> dict[str, Any]:
         """Parameters, with the scheme by name and arrays as lists."""
-        p = super().params()
+        p = super().params(grid)
         p["scheme"] = self.scheme.name if self.scheme else None
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in p.items()}
 
@@ -381,14 +385,17 @@ class PriorJob(TileJob):
 class NLCDPriorJob(PriorJob):
     """NLCD prior: one-hot NLCD -> Gaussian blur -> cooccurrence remap -> smoothing.
 
-    ``nlcd_encoding`` says how the NLCD raster stores classes (``codes`` or ``index``);
-    ``cooccurrence_source`` records where a borrowed matrix came from (``cooccurrence.source``,
-    None for the region's own), in the provenance and in the ``cooccurrence_source`` tag.
+    ``sigma_m`` is the blur sigma in metres, converted with each tile grid's resolution
+    (31 px on a 1 m tile, 51.7 px on a 0.6 m one); the provenance records the resolved
+    ``sigma_px``. ``nlcd_encoding`` says how the NLCD raster stores classes (``codes`` or
+    ``index``); ``cooccurrence_source`` records where a borrowed matrix came from
+    (``cooccurrence.source``, None for the region's own), in the provenance and in the
+    ``cooccurrence_source`` tag.
     """
 
     matrix: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 17)))
     nlcd_layer: str = "nlcd"
-    sigma: float = 31.0
+    sigma_m: float = 31.0
     truncate: float = 4.0
     smoothing: float = 1e-4
     nlcd_encoding: str = "codes"
@@ -398,6 +405,17 @@ class NLCDPriorJob(PriorJob):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nlcd_encoding(self.nlcd_encoding)
+
+    def sigma_px(self, grid: Grid) -> float:
+        """The blur sigma in pixels of ``grid``."""
+        return sigma_in_pixels(self.sigma_m, metres_per_pixel(grid))
+
+    def params(self, grid: Grid | None = None) -> dict[str, Any]:
+        """Parameters, with the sigma resolved in pixels of the tile grid."""
+        p = super().params(grid)
+        if grid is not None:
+            p["sigma_px"] = self.sigma_px(grid)
+        return p
 
     def extra_tags(self) -> dict[str, str]:
         """The ``cooccurrence_source`` tag (``region`` when the matrix is the region's own)."""
@@ -417,7 +435,7 @@ class NLCDPriorJob(PriorJob):
             grid,
             tile.layer(self.nlcd_layer),
             self.matrix,
-            sigma=self.sigma,
+            sigma=self.sigma_px(grid),
             truncate=self.truncate,
             smoothing=self.smoothing,
             encoding=self.nlcd_encoding,
@@ -430,7 +448,8 @@ class FusedPriorJob(NLCDPriorJob):
 
     The vector layers are rasterized on the tile grid grown by the largest blur radius, so
     that features just outside the tile count near its edge and neighbouring tiles join
-    without seams.
+    without seams. ``radius_m`` gives the box radii in metres (None: the defaults), resolved
+    per tile grid (:func:`~lcip.priors.fused.radius_in_pixels`; recorded as ``radius_px``).
     """
 
     osm_layer: str | None = "osm"
@@ -438,13 +457,25 @@ class FusedPriorJob(NLCDPriorJob):
     vector_rasters: Mapping[str, str] = field(default_factory=dict)
     water_class: int = 0
     impervious_class: int = 3
-    radius: Mapping[str, int] | None = None
+    radius_m: Mapping[str, float] | None = None
     weights: Mapping[str, float] | None = None
     recipe: str = "fused"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "vector_rasters", check_vector_rasters(self.vector_rasters))
+
+    def radius_px(self, grid: Grid) -> dict[str, int]:
+        """The box radius of every layer in pixels of ``grid``."""
+        radius = dict(self.radius_m) if self.radius_m else None
+        return radius_in_pixels(radius, metres_per_pixel(grid))
+
+    def params(self, grid: Grid | None = None) -> dict[str, Any]:
+        """Parameters, with the sigma and box radii resolved in pixels of the tile grid."""
+        p = super().params(grid)
+        if grid is not None:
+            p["radius_px"] = self.radius_px(grid)
+        return p
 
     def sources(self, tile: Tile) -> list[str]:
         """NLCD and vector files (OSM, footprints, vector rasters)."""
@@ -461,8 +492,8 @@ class FusedPriorJob(NLCDPriorJob):
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
         """The fused prior of the tile."""
         prior, valid = super().compute(tile, grid)
-        radius = dict(self.radius) if self.radius else None
-        halo = max({**DEFAULT_RADIUS, **(radius or {})}.values())
+        radius = self.radius_px(grid)
+        halo = max(radius.values())
         layers = tile_vector_layers(
             tile, grid, self.osm_layer, self.buildings_layer, self.vector_rasters, halo
         )

@@ -13,7 +13,9 @@ w_k, the fused prior at pixel i is
 
 where class(buildings) = class(roads) = impervious and class(waterways) =
 class(waterbodies) = water. The reference uses radius 4 for roads and buildings and 2 for
-water, with unit weights (the defaults here). Pixels that are not valid (the prior is zero
+water, with unit weights (the defaults here). The prior config gives the radii in metres
+(``prior.radius_m``), converted to pixels of each tile's grid (:func:`radius_in_pixels`), so
+a 0.6 m tile gets the same physical box as a 1 m tile. Pixels that are not valid (the prior is zero
 or NaN over all classes, or outside a given ``valid`` mask) are 0 in every band.
 """
 
@@ -32,6 +34,9 @@ from lcip.priors.vectors import LAYER_NAMES
 
 #: Default box radius (px) per vector layer (reference: 4 for roads/buildings, 2 for water).
 DEFAULT_RADIUS: Mapping[str, int] = {"buildings": 4, "roads": 4, "waterways": 2, "waterbodies": 2}
+
+#: Default box radius in metres per vector layer (the reference's pixels at 1 m).
+DEFAULT_RADIUS_M: Mapping[str, float] = {name: float(r) for name, r in DEFAULT_RADIUS.items()}
 
 #: Default weight per vector layer.
 DEFAULT_WEIGHTS: Mapping[str, float] = {name: 1.0 for name in LAYER_NAMES}
@@ -90,6 +95,27 @@ def _per_layer(
             )
         out.update(values)
     return out
+
+
+def radius_in_pixels(radius_m: Mapping[str, float] | None, resolution_m: float) -> dict[str, int]:
+    """Box radii in pixels of a grid: ``round(radius_m / resolution_m)`` per layer.
+
+    Args:
+        radius_m: radius in metres per layer name; missing names take
+            :data:`DEFAULT_RADIUS_M` (4, 4, 2, 2 m).
+        resolution_m: the grid's pixel size in metres.
+
+    Returns:
+        the radius in pixels of every layer (4 m is 4 px at 1 m, 7 px at 0.6 m).
+
+    Raises:
+        ConfigError: for unknown layer names or negative radii.
+    """
+    radii = _per_layer(radius_m, DEFAULT_RADIUS_M, "radius_m")
+    for name, r in radii.items():
+        if not (np.isfinite(r) and r >= 0):
+            raise ConfigError(f"fused prior radius_m[{name!r}]={r} must be finite, >= 0")
+    return {name: round(float(r) / resolution_m) for name, r in radii.items()}
 
 
 def fuse_prior(

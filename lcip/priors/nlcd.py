@@ -6,8 +6,9 @@ For a tile grid, the prior over the C target classes is
     prior_l = (B_l / V + eps) / sum_k (B_k / V + eps)  =  (B_l + eps V) / sum_k (B_k + eps V)
 
 where ``M`` is the (C, 17) cooccurrence matrix P(target class | NLCD class) with its nodata
-column zeroed, ``blur`` is the exact Gaussian blur of :mod:`lcip.priors.blur` (sigma = 31 px,
-truncated at 4 sigma, edge mode ``nearest``) and ``eps`` the additive smoothing (1e-4).
+column zeroed, ``blur`` is the exact Gaussian blur of :mod:`lcip.priors.blur` (sigma = 31 m,
+i.e. 31 px on a 1 m grid and 51.7 px on a 0.6 m grid, see :func:`sigma_in_pixels`; truncated
+at 4 sigma, edge mode ``nearest``) and ``eps`` the additive smoothing (1e-4).
 Dividing by ``V`` is a *normalized convolution*: NLCD nodata pixels (and pixels outside the
 NLCD source) do not dilute the prior of their valid neighbours. Because the columns of ``M``
 sum to 1, ``sum_l B_l = V`` and the smoothing step equals the paper's ``(p + eps) / (1 + C
@@ -164,6 +165,41 @@ class NLCDPriorParams:
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """:func:`nlcd_prior` with these parameters."""
         return nlcd_prior(tile_grid, nlcd_path, cooccurrence, **asdict(self))
+
+
+def metres_per_pixel(grid: Grid) -> float:
+    """A grid's pixel size in metres (the mean of x and y), to convert physical parameters.
+
+    Args:
+        grid: a grid in a projected CRS with metre units (e.g. a UTM tile grid).
+
+    Returns:
+        the pixel size in metres.
+
+    Raises:
+        DataError: for a grid without a CRS or in a CRS whose unit is not the metre.
+    """
+    crs = grid.crs
+    if crs is None or not crs.is_projected:
+        raise DataError(
+            f"grid {grid.describe()}: prior parameters are in metres, but the grid's CRS "
+            f"({crs.to_string() if crs else 'none'}) is not projected"
+        )
+    _, factor = crs.linear_units_factor
+    return float(factor) * (grid.res[0] + grid.res[1]) / 2
+
+
+def sigma_in_pixels(sigma_m: float, resolution_m: float) -> float:
+    """The blur sigma in pixels of a grid: ``sigma_m / resolution_m``.
+
+    Args:
+        sigma_m: the sigma in metres (31 m in the paper, i.e. 31 px at 1 m).
+        resolution_m: the grid's pixel size in metres (:func:`metres_per_pixel`).
+
+    Returns:
+        the sigma in pixels.
+    """
+    return float(sigma_m) / float(resolution_m)
 
 
 def _as_matrix(cooccurrence: CooccurrenceLike) -> npt.NDArray[np.float64]:

@@ -129,7 +129,7 @@ class PriorRequest:
             "scheme": self.scheme,
             "matrix": np.asarray(self.cooccurrence, dtype=np.float64),
             "nlcd_layer": self.nlcd_layer,
-            "sigma": float(self.setting("sigma")),
+            "sigma_m": float(self.setting("sigma_m")),
             "truncate": float(self.setting("truncate")),
             "smoothing": float(self.setting("smoothing")),
             "nlcd_encoding": check_nlcd_encoding(self.nlcd_encoding),
@@ -215,7 +215,7 @@ def fused_recipe(request: PriorRequest) -> list[TileResult]:
         vector_rasters=check_vector_rasters(request.vector_rasters),
         water_class=water,
         impervious_class=impervious,
-        radius=dict(request.setting("radius")),
+        radius_m=dict(request.setting("radius_m")),
         weights=dict(request.setting("weights")),
     )
     return run_tile_jobs(job, request.manifest, request.jobs, f"prior {request.name}")

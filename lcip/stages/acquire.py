@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 import lcip
 from lcip.acquire.datasets import Archive, Dataset, LayerMember, get_dataset
+from lcip.acquire.stamp import up_to_date as _up_to_date
 from lcip.atomic import write_text
 from lcip.config import to_dict
 from lcip.errors import ConfigError, DataError
@@ -295,6 +296,10 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
             "use lcip-region)"
         )
     source = to_dict(cfg.region.source)
+    if source.get("dataset") == "place":  # any US area: NAIP through STAC, NLCD, OSM, ...
+        from lcip.stages.acquire_place import acquire_place
+
+        return acquire_place(cfg, force)
     dataset = get_dataset(str(source["dataset"]))
     dataset.check(str(source["subset"]), list(source["splits"]), list(source["layers"]))
     opts = {
@@ -336,20 +341,6 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
     write_text(stamp, json.dumps(settings, indent=1, sort_keys=True))
     log.info("region %s: manifest %s", cfg.region.name, manifest_path)
     return manifest_path
-
-
-def _up_to_date(manifest_path: Path, stamp: Path, settings: Mapping[str, Any]) -> bool:
-    """Whether the manifest was written with these settings and its files still verify."""
-    if not (stamp.exists() and manifest_path.exists()):
-        return False
-    try:
-        if json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
-            return False
-        Manifest.read(manifest_path, verify=True)
-    except (OSError, ValueError, DataError) as exc:
-        log.info("%s: acquiring again (%s)", manifest_path, str(exc).splitlines()[0][:200])
-        return False
-    return True
 
 
 __all__ = ["SETTINGS_FILE", "acquire", "describe", "plan", "write_manifest"]
