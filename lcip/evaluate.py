@@ -1,8 +1,28 @@
 """Evaluation: accuracy and mIoU of class maps against high-resolution labels.
 
 Metrics come from confusion matrices accumulated per tile (and summed for the region), never
-from averages of per-batch figures: overall accuracy = trace / total; IoU_c = TP / (TP + FP +
-FN); mIoU = mean of IoU over classes that occur in the labels or the predictions.
+from averages of per-batch figures. Two evaluation protocols (:data:`PROTOCOLS`) are computed
+from the same maps, so lcip's numbers can be set beside both literatures:
+
+- ``paper`` (the implicit posterior paper, Rolf, Malkin et al., UAI 2022): labels mapped by the
+  region's scheme (Chesapeake: 4 classes, barren (4) merged into impervious with 5 and 6;
+  EnviroAtlas: 5 classes, shrub ignored); accuracy = trace / total over pixels valid in the
+  labels and the map (:func:`accuracy`); IoU_c = TP / (TP + FP + FN) from intersections and
+  unions summed over the region's tiles (:func:`iou_per_class`); mIoU = mean of IoU over the
+  classes that occur in the labels or the predictions (:func:`mean_iou`).
+- ``paraformer`` (the later Chesapeake literature with NLCD labels: Paraformer, CVPR 2024, and
+  its successors): NLCD-derived maps are mapped to 4 classes by :data:`PARAFORMER_NLCD_MAP`
+  (11 water; 41/42/43/90 tree canopy; 31/52/71/81/82/95 low vegetation; 21-24 built-up =
+  impervious; 12 and nodata ignored); the Chesapeake 1 m labels are mapped by
+  :data:`PARAFORMER_CHESAPEAKE4` (1 water, 2 tree canopy, 3 low vegetation, **4 barren -> low
+  vegetation** as NLCD 31 barren is, 5 and 6 impervious, 0 and other codes ignored), so only
+  barren pixels are scored differently from ``paper``; other schemes (EnviroAtlas) keep the
+  region's label mapping. "OA" = mean over classes present in the labels of the per-class
+  recall TP / (TP + FN) (:func:`mean_class_recall`); mIoU = sum of the IoU of the classes
+  present (in labels or predictions) divided by the number of classes, 4 on Chesapeake
+  (:func:`miou_over_all_classes`). lcip's own q / r maps keep their class indices under both
+  protocols (a network trained with barren in impervious predicts impervious on barren, which
+  ``paraformer`` scores as wrong).
 
 Evaluation streams: labels, maps and imagery are read in block-aligned strips of
 :data:`STRIP_ROWS` rows, so memory does not grow with the tile size. Maps made by another
@@ -14,7 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +46,8 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from lcip.atomic import write_text
-from lcip.classes import IGNORE_INDEX, ClassScheme
-from lcip.errors import DataError
+from lcip.classes import CHESAPEAKE4, IGNORE_INDEX, ClassScheme
+from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest, Tile
 from lcip.provenance import read_provenance
 from lcip.raster import (
@@ -40,11 +60,35 @@ from lcip.raster import (
     valid_imagery,
 )
 
+#: The per-run table of every protocol written by :func:`write_evaluations`.
+METRICS_NAME = "metrics.csv"
+
 #: Rows per strip read by :func:`evaluate_manifest` (a multiple of the 256 px block size).
 STRIP_ROWS = 512
 
-#: Map kinds: a class raster, or per-class probabilities whose argmax is taken.
-MAP_KINDS = ("class", "prob")
+#: Map kinds: a class raster, per-class probabilities whose argmax is taken, or NLCD codes
+#: mapped to 4 classes by :data:`PARAFORMER_NLCD_MAP`.
+MAP_KINDS = ("class", "prob", "nlcd")
+
+#: NLCD code -> Chesapeake 4-class index (water, tree canopy, low vegetation, impervious) of the
+#: later literature (Paraformer, CVPR 2024): 11 water; 41, 42, 43, 90 tree canopy; 31, 52, 71,
+#: 81, 82, 95 low vegetation; 21-24 built-up (impervious). 12 (ice) and 0 (nodata) are ignored.
+PARAFORMER_NLCD_MAP: dict[int, int] = {
+    11: 0,
+    **dict.fromkeys((41, 42, 43, 90), 1),
+    **dict.fromkeys((31, 52, 71, 81, 82, 95), 2),
+    **dict.fromkeys((21, 22, 23, 24), 3),
+}
+
+#: Chesapeake 1 m labels under the ``paraformer`` protocol: 1 water, 2 tree canopy, 3 low
+#: vegetation, 4 barren -> low vegetation (as NLCD 31 barren is), 5 impervious (other) and 6
+#: impervious (road) -> impervious; 0 (nodata) and other codes ignored.
+PARAFORMER_CHESAPEAKE4 = ClassScheme(
+    name="chesapeake4_paraformer",
+    classes=CHESAPEAKE4.classes,
+    colors=CHESAPEAKE4.colors,
+    label_map={1: 0, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3},
+)
 
 
 def confusion_matrix(
@@ -89,6 +133,96 @@ def mean_iou(cm: npt.NDArray[np.int64]) -> float:
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
+def recall_per_class(cm: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Per-class recall TP / (TP + FN) (NaN for classes absent from the labels)."""
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, tp / support, np.nan)
+
+
+def mean_class_recall(cm: npt.NDArray[np.int64]) -> float:
+    """The ``paraformer`` protocol's "OA": mean recall over classes present in the labels."""
+    recall = recall_per_class(cm)
+    return float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan")
+
+
+def miou_over_all_classes(cm: npt.NDArray[np.int64]) -> float:
+    """The ``paraformer`` protocol's mIoU: sum of IoU of the classes present / all classes.
+
+    Classes absent from labels and predictions add 0 (NaN when nothing is scored).
+    """
+    iou = iou_per_class(cm)
+    return float(np.nansum(iou) / cm.shape[0]) if np.isfinite(iou).any() else float("nan")
+
+
+def paraformer_labels(scheme: ClassScheme) -> ClassScheme:
+    """The label mapping of the ``paraformer`` protocol for a region's scheme.
+
+    Chesapeake's 4 classes (:data:`lcip.classes.CHESAPEAKE4`, by name or label map) become
+    :data:`PARAFORMER_CHESAPEAKE4` (barren in low vegetation); any other scheme is kept.
+    """
+    if scheme.name == CHESAPEAKE4.name or dict(scheme.label_map) == dict(CHESAPEAKE4.label_map):
+        return PARAFORMER_CHESAPEAKE4
+    return scheme
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """An evaluation protocol: how labels are mapped and how accuracy and mIoU are computed.
+
+    Args:
+        name: identifier (a key of :data:`PROTOCOLS`).
+        accuracy: the "accuracy" of a confusion matrix under this protocol.
+        miou: the mIoU of a confusion matrix under this protocol.
+        labels: the label scheme scored, given the region's scheme.
+        description: one line for reports.
+    """
+
+    name: str
+    accuracy: Callable[[npt.NDArray[np.int64]], float]
+    miou: Callable[[npt.NDArray[np.int64]], float]
+    labels: Callable[[ClassScheme], ClassScheme]
+    description: str
+
+
+#: The implicit posterior paper's protocol (what lcip reports by default).
+PAPER = Protocol(
+    "paper",
+    accuracy,
+    mean_iou,
+    lambda scheme: scheme,
+    "pixel accuracy; mIoU = mean IoU over classes present; Chesapeake barren in impervious",
+)
+
+#: The later Chesapeake literature's protocol (Paraformer, CVPR 2024).
+PARAFORMER = Protocol(
+    "paraformer",
+    mean_class_recall,
+    miou_over_all_classes,
+    paraformer_labels,
+    '"OA" = mean per-class recall; mIoU = sum of IoU of classes present / number of classes; '
+    "Chesapeake barren in low vegetation",
+)
+
+#: Evaluation protocols by name.
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PAPER, PARAFORMER)}
+
+
+def get_protocols(names: Sequence[str]) -> list[Protocol]:
+    """Protocols by name.
+
+    Raises:
+        ConfigError: one line naming ``evaluate.protocols`` for an unknown or missing name.
+    """
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        raise ConfigError(
+            f"evaluate.protocols={list(names)}: use one or more of {sorted(PROTOCOLS)}"
+        )
+    return [PROTOCOLS[n] for n in dict.fromkeys(names)]
+
+
 @dataclass(frozen=True)
 class MapSpec:
     """A map to evaluate.
@@ -96,7 +230,8 @@ class MapSpec:
     Args:
         name: name in the report (e.g. ``QR (r)``).
         layer: manifest layer holding it.
-        kind: ``class`` (uint8 class raster) or ``prob`` (one band per class; argmax taken).
+        kind: ``class`` (uint8 class raster), ``prob`` (one band per class; argmax taken) or
+            ``nlcd`` (NLCD codes, mapped by :data:`PARAFORMER_NLCD_MAP`).
         expect: provenance params the map's file must record (e.g. the configured
             checkpoint's ``checkpoint_sha256``); a map made otherwise is refused.
     """
@@ -121,12 +256,15 @@ def class_map(data: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
         kind: ``class``: band 1 holds class indices; ``prob``: one band per class, whose
             argmax is taken (first class on ties; :data:`IGNORE_INDEX` where a band is not
             finite). The argmax runs band by band, so it needs no copy of the bands.
+            ``nlcd``: band 1 holds NLCD codes, mapped by :data:`PARAFORMER_NLCD_MAP`.
 
     Returns:
         uint8 (h, w).
     """
     if kind == "class":
         return data[0].astype(np.uint8, copy=False)
+    if kind == "nlcd":
+        return _NLCD_LUT[np.clip(data[0], 0, 255).astype(np.intp)]
     if kind != "prob":
         raise ValueError(f"unknown map kind {kind!r}; use one of {MAP_KINDS}")
     out = np.zeros(data.shape[1:], np.uint8)
@@ -141,30 +279,39 @@ def class_map(data: npt.NDArray[Any], kind: str) -> npt.NDArray[np.uint8]:
     return out
 
 
+_NLCD_LUT = np.full(256, IGNORE_INDEX, np.uint8)
+_NLCD_LUT[list(PARAFORMER_NLCD_MAP)] = list(PARAFORMER_NLCD_MAP.values())
+
+
 def read_class_map(path: Path, grid: Grid, kind: str) -> npt.NDArray[np.uint8]:
     """Read a class raster, or the argmax of a probability raster, onto a grid.
 
     Args:
         path: the map.
         grid: the grid to read it on (outside the raster: :data:`IGNORE_INDEX`).
-        kind: ``class`` or ``prob`` (see :func:`class_map`).
+        kind: ``class``, ``prob`` or ``nlcd`` (see :func:`class_map`).
 
     Returns:
         uint8 (h, w) class indices, :data:`IGNORE_INDEX` where invalid.
     """
-    if kind == "class":
-        return class_map(read_on_grid(path, grid, bands=[1], fill=IGNORE_INDEX), kind)
+    if kind in ("class", "nlcd"):
+        fill = IGNORE_INDEX if kind == "class" else 0
+        return class_map(read_on_grid(path, grid, bands=[1], fill=fill), kind)
     return class_map(read_on_grid(path, grid, fill=np.nan, dtype="float32"), kind)
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Confusion matrices per (tile, map) and the derived tables."""
+    """Confusion matrices per (tile, map) under one protocol, and the derived tables.
+
+    ``scheme`` is the label scheme scored (the protocol's, see :attr:`Protocol.labels`).
+    """
 
     scheme: ClassScheme
     maps: tuple[str, ...]
     tiles: tuple[str, ...]
     matrices: Mapping[tuple[str, str], npt.NDArray[np.int64]]
+    protocol: Protocol = PAPER
 
     def overall(self, name: str) -> npt.NDArray[np.int64]:
         """Confusion matrix of a map summed over tiles."""
@@ -182,8 +329,8 @@ class Evaluation:
             row: dict[str, str | float] = {
                 "tile": tile,
                 "map": name,
-                "accuracy": accuracy(cm),
-                "miou": mean_iou(cm),
+                "accuracy": self.protocol.accuracy(cm),
+                "miou": self.protocol.miou(cm),
             }
             for cls, iou in zip(self.scheme.classes, iou_per_class(cm), strict=True):
                 row[f"iou_{cls.replace(' ', '_')}"] = float(iou)
@@ -196,7 +343,8 @@ class Evaluation:
         lines = ["| map | accuracy (%) | mIoU (%) |", "| --- | ---: | ---: |"]
         for name in self.maps:
             cm = self.overall(name)
-            lines.append(f"| {name} | {100 * accuracy(cm):.1f} | {100 * mean_iou(cm):.1f} |")
+            acc, miou = 100 * self.protocol.accuracy(cm), 100 * self.protocol.miou(cm)
+            lines.append(f"| {name} | {acc:.1f} | {miou:.1f} |")
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -206,8 +354,9 @@ class Evaluation:
             if r["tile"] != "all":
                 acc, miou = 100 * float(r["accuracy"]), 100 * float(r["miou"])
                 per_tile.append(f"| {r['tile']} | {r['map']} | {acc:.1f} | {miou:.1f} |")
+        protocol = "" if self.protocol is PAPER else f", protocol {self.protocol.name}"
         return (
-            f"# Evaluation ({self.scheme.name}: {', '.join(self.scheme.classes)})\n\n"
+            f"# Evaluation ({self.scheme.name}: {', '.join(self.scheme.classes)}{protocol})\n\n"
             f"## All tiles ({len(self.tiles)})\n\n{self.summary_markdown()}\n\n## Per tile\n\n"
             + "\n".join(per_tile)
             + "\n"
@@ -227,6 +376,40 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def metrics_rows(evaluations: Mapping[str, Evaluation]) -> list[dict[str, Any]]:
+    """Rows of every protocol's table, each with a leading ``protocol`` column.
+
+    Args:
+        evaluations: protocol name -> evaluation (as :func:`evaluate_protocols` returns).
+
+    Returns:
+        rows ``protocol, tile, map, accuracy, miou, iou_<class>..., pixels`` (per tile, then
+        ``tile = all`` per map), protocol by protocol.
+    """
+    return [{"protocol": name, **row} for name, ev in evaluations.items() for row in ev.rows()]
+
+
+def write_evaluations(evaluations: Mapping[str, Evaluation], out_dir: Path) -> list[Path]:
+    """Write a run's evaluation files atomically.
+
+    - ``evaluation.md``: each protocol's markdown (summary and per tile);
+    - ``evaluation.csv``: the ``paper`` protocol's rows (as :meth:`Evaluation.write`), when
+      computed;
+    - ``metrics.csv``: every protocol's rows with a ``protocol`` column
+      (:func:`metrics_rows`).
+
+    Returns:
+        the paths written.
+    """
+    md = "\n".join(ev.markdown() for ev in evaluations.values())
+    paths = [write_text(out_dir / "evaluation.md", md)]
+    if PAPER.name in evaluations:
+        rows = evaluations[PAPER.name].rows()
+        paths.append(write_text(out_dir / "evaluation.csv", rows_to_csv(rows)))
+    paths.append(write_text(out_dir / METRICS_NAME, rows_to_csv(metrics_rows(evaluations))))
+    return paths
 
 
 def check_provenance(path: Path, expect: Mapping[str, Any]) -> None:
@@ -271,25 +454,54 @@ def evaluate_manifest(
     image_layer: str | None = None,
     zero_is_nodata: bool = True,
 ) -> Evaluation:
-    """Evaluate maps against labels on every tile of a manifest, strip by strip.
+    """Evaluate maps against labels under the ``paper`` protocol (see :func:`evaluate_protocols`).
+
+    Returns:
+        the evaluation.
+    """
+    return evaluate_protocols(
+        manifest,
+        maps,
+        scheme,
+        label_layer,
+        image_layer=image_layer,
+        zero_is_nodata=zero_is_nodata,
+        protocols=(PAPER,),
+    )[PAPER.name]
+
+
+def evaluate_protocols(
+    manifest: Manifest,
+    maps: Sequence[MapSpec],
+    scheme: ClassScheme,
+    label_layer: str = "lc",
+    *,
+    image_layer: str | None = None,
+    zero_is_nodata: bool = True,
+    protocols: Sequence[Protocol] = (PAPER, PARAFORMER),
+) -> dict[str, Evaluation]:
+    """Evaluate maps against labels on every tile of a manifest, strip by strip, per protocol.
 
     First every map with :attr:`MapSpec.expect` is checked on every tile (a map made by
     another checkpoint is refused before any pixel is read); then each tile's label, maps and
-    imagery are read in block-aligned strips of :data:`STRIP_ROWS` rows and confusion
-    matrices accumulated, so memory does not grow with the tile size.
+    imagery are read once, in block-aligned strips of :data:`STRIP_ROWS` rows, and one
+    confusion matrix accumulated per (protocol, tile, map), so memory does not grow with the
+    tile size.
 
     Args:
         manifest: tiles with the label layer and every map's layer.
         maps: the maps to evaluate.
-        scheme: class scheme (maps the raw labels).
+        scheme: the region's class scheme (maps the raw labels; each protocol may remap them,
+            see :attr:`Protocol.labels`).
         label_layer: layer of raw high-resolution labels.
         image_layer: imagery layer; pixels whose imagery is nodata (see
             :func:`lcip.raster.valid_imagery`) are not scored for any map, so every map is
             scored on the same pixels.
         zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
+        protocols: the protocols to compute.
 
     Returns:
-        the evaluation.
+        protocol name -> evaluation.
 
     Raises:
         DataError: for a missing, truncated or corrupt file, grids that differ, or a map made
@@ -303,67 +515,99 @@ def evaluate_manifest(
         for m in maps:
             if m.expect:
                 check_provenance(tile.layer(m.layer), m.expect)
-    matrices: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+    schemes = {p.name: p.labels(scheme) for p in protocols}
+    matrices: dict[str, dict[tuple[str, str], npt.NDArray[np.int64]]] = {
+        p.name: {} for p in protocols
+    }
     with streaming_env():
         for tile in tqdm(manifest.tiles, desc="evaluate", unit="tile"):
             tile_matrices = _evaluate_tile(
-                tile, maps, scheme, label_layer, image_layer, zero_is_nodata
+                tile, maps, schemes, label_layer, image_layer, zero_is_nodata
             )
-            matrices.update({(tile.tile_id, n): cm for n, cm in tile_matrices.items()})
-    return Evaluation(
-        scheme, tuple(m.name for m in maps), tuple(t.tile_id for t in manifest), matrices
-    )
+            for (protocol, name), cm in tile_matrices.items():
+                matrices[protocol][(tile.tile_id, name)] = cm
+    names = tuple(m.name for m in maps)
+    tiles = tuple(t.tile_id for t in manifest)
+    return {
+        p.name: Evaluation(schemes[p.name], names, tiles, matrices[p.name], p) for p in protocols
+    }
 
 
 def _evaluate_tile(
     tile: Tile,
     maps: Sequence[MapSpec],
-    scheme: ClassScheme,
+    schemes: Mapping[str, ClassScheme],
     label_layer: str,
     image_layer: str | None,
     zero_is_nodata: bool,
-) -> dict[str, npt.NDArray[np.int64]]:
-    """Confusion matrices of the maps of one tile (map name -> matrix), read strip by strip."""
+) -> dict[tuple[str, str], npt.NDArray[np.int64]]:
+    """Confusion matrices of the maps of one tile ((protocol, map name) -> matrix), by strips."""
     layers = {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}}
     if image_layer:
         layers[image_layer] = tile.layer(image_layer)
     grid = check_same_grid(layers, f"tile {tile.tile_id}")
-    num = scheme.num_classes
-    matrices = {m.name: np.zeros((num, num), np.int64) for m in maps}
+    matrices = {
+        (p, m.name): np.zeros((s.num_classes,) * 2, np.int64)
+        for p, s in schemes.items()
+        for m in maps
+    }
     with ExitStack() as stack:
         label = stack.enter_context(open_raster(tile.layer(label_layer)))
         image = stack.enter_context(open_raster(tile.layer(image_layer))) if image_layer else None
         sources = [stack.enter_context(open_raster(tile.layer(m.layer))) for m in maps]
         for window in strip_windows(grid, STRIP_ROWS):
-            target = scheme.map_labels(label.read(1, window=window))
-            if image is not None:
-                valid = valid_imagery(image.read(window=window), image.nodata, zero_is_nodata)
-                target[~valid] = IGNORE_INDEX
+            raw = label.read(1, window=window)
+            valid = (
+                valid_imagery(image.read(window=window), image.nodata, zero_is_nodata)
+                if image is not None
+                else None
+            )
+            targets: dict[str, npt.NDArray[np.uint8]] = {}
+            for p, s in schemes.items():
+                targets[p] = s.map_labels(raw)
+                if valid is not None:
+                    targets[p][~valid] = IGNORE_INDEX
             for m, src in zip(maps, sources, strict=True):
                 pred = _read_map(src, window, m.kind)
-                matrices[m.name] += confusion_matrix(pred, target, num)
+                for p, s in schemes.items():
+                    matrices[(p, m.name)] += confusion_matrix(pred, targets[p], s.num_classes)
     return matrices
 
 
 def _read_map(src: Any, window: Window, kind: str) -> npt.NDArray[np.uint8]:
     """Class indices of a window of an open map (only band 1 of a class raster is read)."""
-    if kind == "class":
+    if kind in ("class", "nlcd"):
         return class_map(src.read([1], window=window), kind)
     return class_map(src.read(window=window, out_dtype="float32"), kind)
 
 
 __all__ = [
     "MAP_KINDS",
+    "METRICS_NAME",
+    "PAPER",
+    "PARAFORMER",
+    "PARAFORMER_CHESAPEAKE4",
+    "PARAFORMER_NLCD_MAP",
+    "PROTOCOLS",
     "STRIP_ROWS",
     "Evaluation",
     "MapSpec",
+    "Protocol",
     "accuracy",
     "check_provenance",
     "class_map",
     "confusion_matrix",
     "evaluate_manifest",
+    "evaluate_protocols",
+    "get_protocols",
     "iou_per_class",
+    "mean_class_recall",
     "mean_iou",
+    "metrics_rows",
+    "miou_over_all_classes",
+    "paraformer_labels",
     "read_class_map",
+    "recall_per_class",
     "rows_to_csv",
+    "write_evaluations",
 ]

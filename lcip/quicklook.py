@@ -47,6 +47,7 @@ def save_quicklook(
     scheme: ClassScheme,
     title: str | None = None,
     ncols: int | None = None,
+    ignored: bool = False,
 ) -> Path:
     """Write a PNG: the imagery, then one panel per class map, with a legend.
 
@@ -57,6 +58,7 @@ def save_quicklook(
         scheme: class scheme (colours and legend).
         title: figure title.
         ncols: panels per row (default: all in one row).
+        ignored: add a black "no data / ignored" entry to the legend.
 
     Returns:
         the destination path.
@@ -65,11 +67,13 @@ def save_quicklook(
     n = 1 + len(panels)
     cols = min(ncols or n, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(3.2 * cols, 3.3 * rows + 0.5))
+    lines = max([1, *(name.count("\n") + 1 for name, _ in panels)])
+    height = 3.2 + 0.2 * lines
+    fig = Figure(figsize=(3.2 * cols, height * rows + 0.5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     axes[0].imshow(image_rgb(image))
-    axes[0].set_title("imagery")
+    axes[0].set_title("imagery", fontsize=10)
     for ax, (name, classes) in zip(axes[1:], panels, strict=False):
         ax.imshow(colorize(classes, scheme), interpolation="nearest")
         ax.set_title(name, fontsize=10)
@@ -79,9 +83,13 @@ def save_quicklook(
         Patch(color=(c[0] / 255, c[1] / 255, c[2] / 255), label=name)
         for name, c in zip(scheme.classes, scheme.colors, strict=True)
     ]
+    if ignored:
+        handles.append(Patch(color="black", label="no data / ignored"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    total = height * rows + 0.5 + (0.45 if title else 0.0)
+    fig.set_figheight(total)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.5 / (3.3 * rows + 0.5), 1, 1))
+        fig.suptitle(title, y=1 - 0.08 / total, va="top", fontsize=13)
+    fig.tight_layout(rect=(0, 0.5 / total, 1, 1 - (0.45 if title else 0.0) / total))
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path

@@ -1,3 +1,4 @@
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -6,16 +7,25 @@ import pytest
 from rasterio.windows import Window
 
 import lcip.evaluate
-from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
-from lcip.errors import DataError
+from lcip.classes import CHESAPEAKE4, ENVIROATLAS5, IGNORE_INDEX
+from lcip.errors import ConfigError, DataError
 from lcip.evaluate import (
+    PAPER,
+    PARAFORMER,
+    PARAFORMER_CHESAPEAKE4,
     MapSpec,
     accuracy,
     class_map,
     confusion_matrix,
     evaluate_manifest,
+    evaluate_protocols,
+    get_protocols,
     iou_per_class,
+    mean_class_recall,
     mean_iou,
+    miou_over_all_classes,
+    recall_per_class,
+    write_evaluations,
 )
 from lcip.manifest import Manifest
 from lcip.provenance import PROVENANCE_TAG, provenance
@@ -152,3 +162,83 @@ def test_class_map_argmax_and_nodata() -> None:
     np.testing.assert_array_equal(class_map(prob[:, :, :2], "prob"), prob[:, :, :2].argmax(0))
     with pytest.raises(ValueError, match="unknown kind 'probs'"):
         MapSpec("x", "x", "probs")
+
+
+# --- protocols -------------------------------------------------------------------------------
+
+#: A hand-made confusion matrix (rows = truth, columns = prediction); class 3 never occurs.
+HAND_CM = np.array([[5, 1, 0, 0], [2, 6, 2, 0], [0, 0, 0, 0], [1, 0, 0, 3]])
+
+
+def test_paper_protocol_on_a_hand_made_matrix() -> None:
+    # accuracy = (5 + 6 + 0 + 3) / 20; IoU = TP / (row + column - TP) per class
+    assert accuracy(HAND_CM) == 14 / 20
+    iou = [5 / (6 + 8 - 5), 6 / (10 + 7 - 6), 0 / (0 + 2 - 0), 3 / (4 + 3 - 3)]
+    np.testing.assert_allclose(iou_per_class(HAND_CM), iou)
+    assert np.isclose(mean_iou(HAND_CM), sum(iou) / 4)  # class 2 is predicted: IoU 0 counts
+    no_third = HAND_CM.copy()
+    no_third[1, 2] = 0  # class 2 now absent from labels and predictions: left out of the mean
+    assert np.isclose(mean_iou(no_third), (5 / 9 + 6 / 9 + 3 / 4) / 3)
+    assert PAPER.accuracy is accuracy and PAPER.miou is mean_iou
+
+
+def test_paraformer_protocol_on_a_hand_made_matrix() -> None:
+    # "OA" = mean recall over classes present in the labels (class 2 has no label pixel)
+    assert np.isclose(mean_class_recall(HAND_CM), (5 / 6 + 6 / 10 + 3 / 4) / 3)
+    np.testing.assert_allclose(recall_per_class(HAND_CM)[[0, 1, 3]], [5 / 6, 6 / 10, 3 / 4])
+    assert np.isnan(recall_per_class(HAND_CM)[2])
+    # mIoU = sum of IoU of the classes present / 4, also when a class is absent altogether
+    no_third = HAND_CM.copy()
+    no_third[1, 2] = 0
+    assert np.isclose(miou_over_all_classes(no_third), (5 / 9 + 6 / 9 + 3 / 4) / 4)
+    assert np.isclose(miou_over_all_classes(HAND_CM), (5 / 9 + 6 / 11 + 0 + 3 / 4) / 4)
+    assert np.isnan(miou_over_all_classes(np.zeros((4, 4), np.int64)))
+    assert PARAFORMER.accuracy is mean_class_recall and PARAFORMER.miou is miou_over_all_classes
+
+
+def test_paraformer_class_mappings() -> None:
+    # Chesapeake 1 m labels: barren (4) is low vegetation, not impervious as in the paper
+    codes = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+    paper = CHESAPEAKE4.map_labels(codes)
+    later = PARAFORMER.labels(CHESAPEAKE4).map_labels(codes)
+    ig = IGNORE_INDEX
+    np.testing.assert_array_equal(paper, [ig, 0, 1, 2, 3, 3, 3, ig])
+    np.testing.assert_array_equal(later, [ig, 0, 1, 2, 2, 3, 3, ig])
+    assert PARAFORMER.labels(ENVIROATLAS5) is ENVIROATLAS5
+    # NLCD codes: 11 water; 41/42/43/90 tree; 31/52/71/81/82/95 low vegetation; 21-24 built-up
+    nlcd = np.array([[[0, 11, 12, 21, 22, 23, 24, 31, 41, 42, 43, 52, 71, 81, 82, 90, 95]]])
+    expect = [ig, 0, ig, 3, 3, 3, 3, 2, 1, 1, 1, 2, 2, 2, 2, 1, 2]
+    np.testing.assert_array_equal(class_map(nlcd, "nlcd")[0], expect)
+    with pytest.raises(ConfigError, match=r"^evaluate.protocols=\['papers'\]: use one or more"):
+        get_protocols(["papers"])
+
+
+def test_protocols_scored_on_the_same_pixels_and_written(
+    fake_region: Manifest, tmp_path: Path
+) -> None:
+    tile = fake_region.tile("t3")
+    grid = Grid.of(tile.layer("lc"))
+    raw = read_on_grid(tile.layer("lc"), grid, bands=1)
+    pred = CHESAPEAKE4.map_labels(raw)  # the paper's truth: barren predicted impervious
+    q = write_map(tmp_path / "q.tif", pred, grid, None)
+    m = fake_region.select(tile_ids=["t3"]).with_layer("q", {"t3": q})
+    evs = evaluate_protocols(m, [MapSpec("X (q)", "q")], CHESAPEAKE4)
+    assert list(evs) == ["paper", "paraformer"]
+    paper, later = evs["paper"].overall("X (q)"), evs["paraformer"].overall("X (q)")
+    direct = confusion_matrix(pred, PARAFORMER_CHESAPEAKE4.map_labels(raw), 4)
+    np.testing.assert_array_equal(later, direct)
+    assert paper.sum() == later.sum() and accuracy(paper) == 1.0
+    barren = int((raw == 4).sum())
+    assert barren > 0 and later[2, 3] == barren  # barren: low vegetation truth, impervious map
+    paths = write_evaluations(evs, tmp_path / "run")
+    assert [p.name for p in paths] == ["evaluation.md", "evaluation.csv", "metrics.csv"]
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:
+        rows = {(r["protocol"], r["tile"], r["map"]): r for r in csv.DictReader(f)}
+    row = rows[("paraformer", "all", "X (q)")]
+    assert float(row["accuracy"]) == pytest.approx(mean_class_recall(direct))
+    assert float(row["miou"]) == pytest.approx(miou_over_all_classes(direct))
+    assert float(row["iou_impervious"]) == pytest.approx(iou_per_class(direct)[3])
+    assert ("paraformer", "t3", "X (q)") in rows and float(
+        rows[("paper", "t3", "X (q)")]["miou"]
+    ) == 1
+    assert "protocol paraformer" in paths[0].read_text()

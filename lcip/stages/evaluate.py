@@ -7,7 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lcip.evaluate import Evaluation, MapSpec, evaluate_manifest
+from lcip.errors import ConfigError
+from lcip.evaluate import (
+    PAPER,
+    Evaluation,
+    MapSpec,
+    evaluate_protocols,
+    get_protocols,
+    write_evaluations,
+)
 from lcip.manifest import Manifest
 from lcip.provenance import sha256_file
 from lcip.stages.paths import checkpoint_file, predictions_manifest_path, prior_layer, scheme_of
@@ -15,8 +23,41 @@ from lcip.stages.paths import checkpoint_file, predictions_manifest_path, prior_
 log = logging.getLogger(__name__)
 
 
+def evaluation_maps(cfg: DictConfig) -> list[MapSpec]:
+    """The maps a run is scored on: the prior's argmax, q and r (and NLCD, if configured).
+
+    ``evaluate.nlcd_layer`` (default null) names a layer of NLCD codes on the tile grid (e.g.
+    ``nlcd`` on Chesapeake) to score as a map too, mapped to 4 classes as the later literature
+    does (:data:`lcip.evaluate.PARAFORMER_NLCD_MAP`); only for 4-class schemes.
+
+    Raises:
+        ConfigError: if ``evaluate.nlcd_layer`` is set for a scheme of other than 4 classes.
+    """
+    expect = {"checkpoint_sha256": sha256_file(checkpoint_file(cfg))}
+    name = str(cfg.loss.name).upper()
+    maps = [
+        MapSpec(f"prior {cfg.prior.name} (argmax)", prior_layer(cfg.prior.name), "prob"),
+        MapSpec(f"{name} (q)", "q_class", expect=expect),
+        MapSpec(f"{name} (r)", "r_class", expect=expect),
+    ]
+    nlcd_layer = cfg.get("evaluate", {}).get("nlcd_layer")
+    if nlcd_layer:
+        if scheme_of(cfg).num_classes != 4:
+            raise ConfigError(
+                f"evaluate.nlcd_layer={nlcd_layer}: NLCD is mapped to the 4 Chesapeake classes, "
+                f"but region {cfg.region.name} has {scheme_of(cfg).num_classes}; set it to null"
+            )
+        maps.append(MapSpec("NLCD (4 classes)", str(nlcd_layer), "nlcd"))
+    return maps
+
+
 def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
-    """Evaluate the prior's argmax, q and r on the evaluation tiles; writes markdown and CSV.
+    """Evaluate the prior's argmax, q and r on the evaluation tiles under every protocol.
+
+    The protocols are ``evaluate.protocols`` (default ``[paper, paraformer]``, see
+    :mod:`lcip.evaluate`). Writes ``evaluation.md`` (every protocol), ``evaluation.csv``
+    (``paper``) and ``metrics.csv`` (every protocol, with a ``protocol`` column; per tile and
+    for all tiles; IoU per class) into the run folder.
 
     The q and r maps must have been made by the configured checkpoint (``predict.checkpoint``):
     maps made by another one are refused in one line. Pixels whose imagery is nodata are not
@@ -27,24 +68,22 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
         force: accepted for symmetry with the other stages (evaluation always runs).
 
     Returns:
-        the evaluation.
+        the evaluation under the ``paper`` protocol (or the first protocol when ``paper`` is
+        not among them).
     """
-    expect = {"checkpoint_sha256": sha256_file(checkpoint_file(cfg))}
-    name = str(cfg.loss.name).upper()
-    maps = [
-        MapSpec(f"prior {cfg.prior.name} (argmax)", prior_layer(cfg.prior.name), "prob"),
-        MapSpec(f"{name} (q)", "q_class", expect=expect),
-        MapSpec(f"{name} (r)", "r_class", expect=expect),
-    ]
-    evaluation = evaluate_manifest(
+    names = [str(n) for n in cfg.get("evaluate", {}).get("protocols", [PAPER.name])]
+    protocols = get_protocols(names)
+    evaluations = evaluate_protocols(
         Manifest.read(predictions_manifest_path(cfg)),
-        maps,
+        evaluation_maps(cfg),
         scheme_of(cfg),
         cfg.region.label_layer,
         image_layer=cfg.region.image_layer,
         zero_is_nodata=bool(cfg.data.get("zero_is_nodata", True)),
+        protocols=protocols,
     )
-    md, csv_path = evaluation.write(Path(cfg.run_dir))
-    log.info("evaluation written to %s and %s", md, csv_path)
-    print(evaluation.summary_markdown())
-    return evaluation
+    paths = write_evaluations(evaluations, Path(cfg.run_dir))
+    log.info("evaluation written to %s", ", ".join(str(p) for p in paths))
+    for name, ev in evaluations.items():
+        print(f"protocol {name}:\n{ev.summary_markdown()}\n")
+    return evaluations.get(PAPER.name, evaluations[protocols[0].name])
