@@ -83,9 +83,23 @@ class TileDataModule(L.LightningDataModule):
         image_scale: divisor applied to the imagery (255 for uint8 NAIP).
         cache: hold tiles in memory after their first read (small regions only).
         zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
+        channels_last: hand the model its images in ``channels_last`` memory format (after
+            the transfer to the device; the training stage converts the model's weights).
+        nlcd_layer: NLCD layer whose per-pixel classes and 30 m block ids batches carry
+            (``nlcd``, ``block``) for label super-resolution (``loss=lsr``); None: not read.
+        nlcd_encoding: how that layer stores NLCD (``codes`` or ``index``).
+        training_copy: folder for training-layout copies of the training tiles' layers
+            (uncompressed, small blocks; see :mod:`lcip.training_copy`), made on first use and
+            read instead of the originals; None reads the originals.
 
     Validation crops partition each validation tile (no overlap, boundless at the edges), so
     per-tile sums over the validation set cover every pixel once, as prediction does.
+
+    Under DDP each rank trains on its own share of every epoch's crops (see
+    :class:`~lcip.samplers.RandomCropSampler`; ``steps_per_epoch`` is per rank, so an epoch
+    sees ``world_size`` times as many crops). Validation is not sharded: every rank runs the
+    whole grid, so the all-reduced per-tile sums and the synced metrics are exact ratios of
+    duplicated totals.
     """
 
     def __init__(
@@ -107,11 +121,17 @@ class TileDataModule(L.LightningDataModule):
         image_scale: float = 255.0,
         cache: bool = False,
         zero_is_nodata: bool = True,
+        channels_last: bool = False,
+        nlcd_layer: str | None = None,
+        nlcd_encoding: str = "codes",
+        training_copy: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
         self.scheme = get_scheme(scheme)
-        self.train_layers = LayerSpec(image_layer, prior_layer, label_layer, tuple(extra_layers))
+        self.train_layers = LayerSpec(
+            image_layer, prior_layer, label_layer, tuple(extra_layers), nlcd_layer, nlcd_encoding
+        )
         self.train_splits = list(train_splits)
         self.val_splits = list(val_splits)
         self.crop_size = crop_size
@@ -123,20 +143,30 @@ class TileDataModule(L.LightningDataModule):
         self.image_scale = image_scale
         self.cache = cache
         self.zero_is_nodata = zero_is_nodata
+        self.channels_last = channels_last
+        self.training_copy = Path(training_copy) if training_copy else None
         self.train_dataset: TileWindowDataset | None = None
         self.val_dataset: TileWindowDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Open the datasets of the requested stage."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_splits)
+            self.train_dataset = self._dataset(self.train_splits, self.training_copy)
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
             if len(self.manifest.select(self.val_splits)):
                 self.val_dataset = self._dataset(self.val_splits)
 
-    def _dataset(self, splits: Sequence[str]) -> TileWindowDataset:
+    def _dataset(self, splits: Sequence[str], copy: Path | None = None) -> TileWindowDataset:
+        manifest = self.manifest.select(splits)
+        if copy is not None:
+            from lcip.training_copy import training_copy
+
+            spec = self.train_layers
+            names = [n for n in (spec.image, spec.prior, spec.label, *spec.extra, spec.nlcd) if n]
+            manifest.check_files(names)
+            manifest = training_copy(manifest, names, copy)
         return TileWindowDataset(
-            self.manifest.select(splits),
+            manifest,
             self.train_layers,
             self.scheme,
             self.image_scale,
@@ -166,12 +196,34 @@ class TileDataModule(L.LightningDataModule):
                 f"data.crop_size={self.crop_size}: larger than training tile(s) {small[:5]} "
                 f"(smallest side {min(min(s) for s in shapes)} px)"
             )
+        rank, world_size = self._rank()
         sampler = RandomCropSampler(
-            shapes, self.crop_size, self.steps_per_epoch * self.batch_size, self.seed
+            shapes,
+            self.crop_size,
+            self.steps_per_epoch * self.batch_size,
+            self.seed,
+            rank=rank,
+            world_size=world_size,
         )
         return ResumableDataLoader(
             self.train_dataset, sampler, self.batch_size, **self._loader_kwargs()
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """The batch's images in ``channels_last`` memory format when configured."""
+        if self.channels_last and isinstance(batch, dict) and "image" in batch:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def _rank(self) -> tuple[int | None, int | None]:
+        """This process's rank and the world size, from the trainer when one is attached.
+
+        None when no trainer is attached: the sampler then asks ``torch.distributed``.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None, None
+        return int(trainer.global_rank), int(trainer.world_size)
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]] | list[Any]:
         """Batches of non-overlapping crops covering each validation tile once."""

@@ -8,6 +8,7 @@ per worker process and kept open.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
@@ -40,12 +41,17 @@ class LayerSpec:
         label: high-resolution label layer (raw codes mapped with the class scheme); None to skip.
         extra: further layers stacked onto the image as input bands (e.g. vector layers of the
             learned prior, values used as stored).
+        nlcd: NLCD layer (any grid) for label super-resolution: when set, samples carry
+            ``nlcd`` and ``block`` (see :meth:`TileWindowDataset.nlcd_blocks`); None to skip.
+        nlcd_encoding: how the NLCD layer stores classes (``codes`` or ``index``).
     """
 
     image: str = "naip"
     prior: str | None = "prior"
     label: str | None = "lc"
     extra: tuple[str, ...] = ()
+    nlcd: str | None = None
+    nlcd_encoding: str = "codes"
 
 
 class TileWindowDataset(Dataset[dict[str, Tensor]]):
@@ -106,7 +112,8 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         self.zero_is_nodata = zero_is_nodata
         self.cache = cache
         self._handles: dict[tuple[int, str], Any] = {}
-        self._arrays: dict[tuple[int, str], npt.NDArray[Any]] = {}
+        #: Per (tile, layer): a memory map or the cached array; None: read through GDAL.
+        self._arrays: dict[tuple[int, str], npt.NDArray[Any] | None] = {}
         self._pid = os.getpid()
 
     def _check_prior_bands(self) -> None:
@@ -118,6 +125,12 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
                         f"{tile.layer(self.layers.prior)}: prior has {src.count} bands but class "
                         f"scheme '{self.scheme.name}' has {self.scheme.num_classes} classes"
                     )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without open files or cached arrays (spawned workers reopen their own)."""
+        state = dict(self.__dict__)
+        state["_handles"], state["_arrays"] = {}, {}
+        return state
 
     @property
     def tile_shapes(self) -> list[tuple[int, int]]:
@@ -137,31 +150,43 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
     def read(
         self, tile_index: int, layer: str, window: Window, fill: float = 0
     ) -> npt.NDArray[Any]:
-        """Read a window of one layer of one tile (boundless, ``fill`` outside the tile)."""
-        if not self.cache:
-            data: npt.NDArray[Any] = self._src(tile_index, layer).read(
-                window=window, boundless=True, fill_value=fill
-            )
-            return data
+        """Read a window of one layer of one tile (``fill`` outside the tile).
+
+        The part of the window inside the tile is a plain windowed read (or a slice of the
+        cached array) into an array pre-filled with ``fill`` (float32 when ``fill`` is NaN and
+        the layer is integer). Rasterio's ``boundless=True`` reads are not used: each one
+        builds and opens a VRT, which bypasses GDAL's block cache and re-decodes every block
+        it touches (about 40x slower for training crops; see BENCHMARKS.md). A file whose
+        pixels are one contiguous uncompressed array (see :func:`memory_map`, e.g. the
+        training copies of :mod:`lcip.training_copy`) is sliced through a memory map instead
+        of GDAL.
+        """
+        src = self._src(tile_index, layer)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        h, w = int(window.height), int(window.width)
+        H, W = src.height, src.width
+        rs, cs, re, ce = max(r0, 0), max(c0, 0), min(r0 + h, H), min(c0 + w, W)
         key = (tile_index, layer)
         if key not in self._arrays:
-            self._arrays[key] = self._src(tile_index, layer).read()
+            self._arrays[key] = memory_map(src)
+            if self._arrays[key] is None and self.cache:
+                self._arrays[key] = src.read()
         full = self._arrays[key]
-        r0, c0, h, w = (
-            int(window.row_off),
-            int(window.col_off),
-            int(window.height),
-            int(window.width),
-        )
-        H, W = full.shape[1:]
-        if r0 >= 0 and c0 >= 0 and r0 + h <= H and c0 + w <= W:
-            return full[:, r0 : r0 + h, c0 : c0 + w].copy()
-        dtype = np.float32 if (np.isnan(fill) and full.dtype.kind in "iu") else full.dtype
-        out = np.full((full.shape[0], h, w), fill, dtype=dtype)
-        rs, cs = max(r0, 0), max(c0, 0)
-        re, ce = min(r0 + h, H), min(c0 + w, W)
+
+        def part() -> npt.NDArray[Any]:
+            if full is not None:
+                return full[:, rs:re, cs:ce]
+            data: npt.NDArray[Any] = src.read(window=Window(cs, rs, ce - cs, re - rs))
+            return data
+
+        if (rs, cs, re, ce) == (r0, c0, r0 + h, c0 + w):
+            return np.array(part()) if full is not None else part()
+        dtype = np.dtype(src.dtypes[0])
+        if np.isnan(fill) and dtype.kind in "iu":
+            dtype = np.dtype(np.float32)
+        out = np.full((src.count, h, w), fill, dtype=dtype)
         if re > rs and ce > cs:
-            out[:, rs - r0 : re - r0, cs - c0 : ce - c0] = full[:, rs:re, cs:ce]
+            out[:, rs - r0 : re - r0, cs - c0 : ce - c0] = part()
         return out
 
     def __len__(self) -> int:
@@ -195,7 +220,44 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             label = self.scheme.map_labels(raw_label).astype(np.int64)
             sample["label"] = torch.from_numpy(label)
         sample["mask"] = torch.from_numpy(valid)
+        if self.layers.nlcd:
+            sample.update(self.nlcd_blocks(tile_index, window))
         return sample
+
+    def nlcd_blocks(self, tile_index: int, window: Window) -> dict[str, Tensor]:
+        """NLCD indices (``nlcd``, 0..16, 0 = nodata) and 30 m block ids (``block``) of a window.
+
+        Block ids number the NLCD blocks of the tile's lattice (:mod:`lcip.priors.blocks`,
+        detected once per tile) that the window overlaps, row-major from 0.
+        """
+        from lcip.classes import nlcd_to_index
+        from lcip.priors.blocks import tile_layout
+        from lcip.priors.nlcd import index_to_index, read_nlcd_index
+
+        assert self.layers.nlcd is not None
+        path, encoding = (
+            self.manifest.tiles[tile_index].layer(self.layers.nlcd),
+            self.layers.nlcd_encoding,
+        )
+        layouts = self.__dict__.setdefault("_layouts", {})  # tile -> (layout, on tile grid)
+        if tile_index not in layouts:
+            on_grid = Grid.of(path).same_as(self.grids[tile_index])
+            layouts[tile_index] = (tile_layout(path, self.grids[tile_index], encoding), on_grid)
+        layout, on_grid = layouts[tile_index]
+        grid = self.grids[tile_index].window(window)
+        if on_grid:  # a windowed (or cached) read, like every other layer
+            codes = self.read(tile_index, self.layers.nlcd, window)[0]
+            nodata = self._src(tile_index, self.layers.nlcd).nodata
+            if nodata is not None and np.isfinite(nodata) and nodata != 0:
+                codes = np.where(codes == nodata, 0, codes)
+            nlcd = (index_to_index if encoding == "index" else nlcd_to_index)(codes, str(path))
+        else:  # e.g. a region-wide 30 m raster: read onto the window's grid
+            nlcd = read_nlcd_index(path, grid, encoding=encoding)
+        nlcd = nlcd.astype(np.int64)
+        row, col, h, w = int(window.row_off), int(window.col_off), grid.height, grid.width
+        nlcd[~self._inside(tile_index, row, col, h, w)] = 0
+        block = layout.ids(row, col, h, w)
+        return {"nlcd": torch.from_numpy(nlcd), "block": torch.from_numpy(block)}
 
     def _inside(self, tile_index: int, row: int, col: int, h: int, w: int) -> npt.NDArray[np.bool_]:
         """Which pixels of a window lie inside the tile."""
@@ -208,9 +270,83 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         return inside
 
 
+def memory_map(src: Any) -> npt.NDArray[Any] | None:
+    """A raster's pixels as a read-only ``(bands, rows, cols)`` memory map, when possible.
+
+    Possible for an uncompressed, striped (not tiled) GeoTIFF whose bands are stored one after
+    the other (band interleaved, or one band) in one contiguous run of bytes, as GDAL writes
+    such a file in one go. A crop is then a strided copy out of the page cache: no GDAL call,
+    no decode.
+
+    Args:
+        src: an open rasterio dataset.
+
+    Returns:
+        the memory map, or None for any other layout.
+    """
+    count, height, width = src.count, src.height, src.width
+    rows, cols = src.block_shapes[0]
+    if src.driver != "GTiff" or src.compression is not None or cols != width:
+        return None
+    if len(set(src.dtypes)) != 1 or (count > 1 and src.interleaving.name != "band"):
+        return None
+    dtype = np.dtype(src.dtypes[0])
+    strips = -(-height // rows)
+    row_bytes = width * dtype.itemsize
+
+    def offset(band: int, strip: int) -> int:
+        value = src.get_tag_item(f"BLOCK_OFFSET_0_{strip}", "TIFF", bidx=band)
+        return int(value) if value else -1
+
+    start = offset(1, 0)
+    last = start + (count - 1) * height * row_bytes + (strips - 1) * rows * row_bytes
+    if (
+        start <= 0
+        or offset(count, strips - 1) != last
+        or offset(1, strips - 1) != (start + (strips - 1) * rows * row_bytes)
+    ):
+        return None
+    with open(src.name, "rb") as f:
+        order = {b"II": "<", b"MM": ">"}.get(f.read(2))
+    if order is None:
+        return None
+    return np.memmap(
+        src.name,
+        dtype=dtype.newbyteorder(order),
+        mode="r",
+        offset=start,
+        shape=(count, height, width),
+    )
+
+
 def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Stack window samples into a batch (all windows have the same size)."""
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    """Stack window samples into a batch (all windows have the same size).
+
+    The copy is a single-threaded ``numpy.stack``: ``torch.stack`` of CPU tensors goes through
+    torch's intra-op thread pool, whose barrier waits cost 0.1-0.5 s per batch on a busy
+    machine (measured with 2 threads on a shared 2-core VM; see BENCHMARKS.md). In a loader
+    worker the batch is stacked straight into shared memory, as PyTorch's default collation
+    does, so it is not copied again on its way to the main process.
+    """
+    shared = get_worker_info() is not None
+    batch: dict[str, Tensor] = {}
+    for key, first in samples[0].items():
+        shape = (len(samples), *first.shape)
+        if shared:
+            storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+            out = first.new(storage).resize_(*shape)
+        else:
+            out = torch.empty(shape, dtype=first.dtype)
+        np.stack([s[key].numpy() for s in samples], out=out.numpy())
+        batch[key] = out
+    return batch
 
 
-__all__ = ["IGNORE_INDEX", "LayerSpec", "TileWindowDataset", "WindowKey", "collate_windows"]
+__all__ = [
+    "IGNORE_INDEX",
+    "LayerSpec",
+    "TileWindowDataset",
+    "WindowKey",
+    "collate_windows",
+    "memory_map",
+]

@@ -3,6 +3,13 @@
 Training draws every crop independently: a tile (with probability proportional to its area)
 and a uniform position inside it, so each batch mixes crops from many tiles. This matters for
 the QR/RQ losses, whose denominator is computed over the batch.
+
+Under DDP every rank draws the same global sequence of crops for an epoch (seeded from the
+config seed and the epoch) and keeps every ``world_size``-th crop starting at its rank, so the
+ranks' crops of an epoch are disjoint, together they are exactly what one process drawing
+``world_size`` times as many crops would use, and each rank's batches still mix many tiles.
+Lightning must not wrap these samplers in its own ``DistributedSampler``: the training stage
+builds its trainer with ``use_distributed_sampler=False`` (see :mod:`lcip.stages.train`).
 """
 
 from __future__ import annotations
@@ -10,40 +17,70 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import numpy.typing as npt
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from lcip.datasets import WindowKey
 
 
+def distributed_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process.
+
+    From ``torch.distributed`` when a process group is initialized, else ``(0, 1)``.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class RandomCropSampler(Sampler[WindowKey]):
-    """Random crops from many tiles, seeded and reproducible per epoch.
+    """Random crops from many tiles, seeded and reproducible per epoch, sharded by rank.
 
     Args:
         tile_shapes: (height, width) of each tile.
         size: crop size in pixels (crops lie fully inside their tile).
-        length: number of crops per epoch.
+        length: number of crops per epoch (of this rank).
         seed: base seed; epoch ``e`` uses ``seed + e`` (call :meth:`set_epoch`).
+        rank: this process's rank; None: from ``torch.distributed`` (0 without a group).
+        world_size: number of ranks; None: from ``torch.distributed`` (1 without a group).
 
-    The crops of an epoch depend only on ``seed`` and the epoch, so a run resumed from a
-    mid-epoch checkpoint can continue exactly where it stopped: :meth:`resume` makes the next
-    pass over that epoch skip the crops already used.
+    An epoch's global sequence holds ``length * world_size`` distinct crops (a crop position
+    drawn twice in an epoch is replaced by the next fresh draw; only when the tiles hold fewer
+    crop positions than that are positions repeated), each a tile drawn with
+    probability proportional to its area and a uniform position in it; rank ``k`` takes
+    crops ``k, k + world_size, ...``. The sequence depends only on ``seed``, the epoch and
+    the total number of crops, so a run resumed from a mid-epoch checkpoint can continue
+    exactly where it stopped: :meth:`resume` makes the next pass over that epoch skip the
+    crops already used.
     """
 
     def __init__(
-        self, tile_shapes: Sequence[tuple[int, int]], size: int, length: int, seed: int = 0
+        self,
+        tile_shapes: Sequence[tuple[int, int]],
+        size: int,
+        length: int,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         small = [i for i, (h, w) in enumerate(tile_shapes) if h < size or w < size]
         if small:
             raise ValueError(f"tiles {small} are smaller than the crop size {size}")
+        auto_rank, auto_world = distributed_rank()
+        self.rank = auto_rank if rank is None else rank
+        self.world_size = auto_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
         self.tile_shapes = list(tile_shapes)
         self.size = size
         self.length = length
         self.seed = seed
         self.epoch = 0
-        areas = np.array(
-            [(h - size + 1) * (w - size + 1) for h, w in self.tile_shapes], dtype=np.float64
+        self._positions = np.array(
+            [(h - size + 1) * (w - size + 1) for h, w in self.tile_shapes], dtype=np.int64
         )
-        self.weights = areas / areas.sum()
+        self.weights = self._positions / self._positions.sum()
         self._resume: tuple[int, int] | None = None
         #: Crops skipped at the start of the current pass (non-zero only when resuming).
         self.offset = 0
@@ -53,13 +90,40 @@ class RandomCropSampler(Sampler[WindowKey]):
 
         Args:
             epoch: the epoch the checkpoint was taken in.
-            offset: crops of that epoch already used.
+            offset: crops of that epoch already used (by this rank).
         """
         self._resume = (epoch, offset)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (changes the crops drawn)."""
         self.epoch = epoch
+
+    def epoch_crops(self) -> npt.NDArray[np.int64]:
+        """All ranks' crops of the current epoch, ``(length * world_size, 3)``: tile, row, col.
+
+        Distinct crops, in draw order; independent of the rank.
+        """
+        total = self.length * self.world_size
+        rng = np.random.default_rng(self.seed + self.epoch)
+        shapes = np.asarray(self.tile_shapes, dtype=np.int64)
+        # a crop's flat id: its tile's first id plus its position inside the tile
+        first = np.concatenate([[0], np.cumsum(self._positions)[:-1]])
+        distinct = total <= int(self._positions.sum())
+        ids = np.empty(0, dtype=np.int64)
+        while len(ids) < total:
+            n = total - len(ids)
+            tiles = rng.choice(len(self.tile_shapes), size=n, p=self.weights)
+            span = shapes[tiles] - self.size + 1
+            rows = (rng.random(n) * span[:, 0]).astype(np.int64)
+            cols = (rng.random(n) * span[:, 1]).astype(np.int64)
+            ids = np.concatenate([ids, first[tiles] + rows * span[:, 1] + cols])
+            if distinct:
+                _, keep = np.unique(ids, return_index=True)  # first draw of each, in order
+                ids = ids[np.sort(keep)]
+        tiles = np.searchsorted(first, ids, side="right") - 1
+        within = ids - first[tiles]
+        width = shapes[tiles, 1] - self.size + 1
+        return np.stack([tiles, within // width, within % width], axis=1)
 
     def __iter__(self) -> Iterator[WindowKey]:
         self.offset = 0
@@ -68,13 +132,9 @@ class RandomCropSampler(Sampler[WindowKey]):
             self._resume = None
             if epoch == self.epoch:
                 self.offset = min(offset, self.length)
-        rng = np.random.default_rng(self.seed + self.epoch)
-        tiles = rng.choice(len(self.tile_shapes), size=self.length, p=self.weights)
-        shapes = np.asarray(self.tile_shapes)[tiles]
-        rows = (rng.random(self.length) * (shapes[:, 0] - self.size + 1)).astype(int)
-        cols = (rng.random(self.length) * (shapes[:, 1] - self.size + 1)).astype(int)
-        for t, r, c in list(zip(tiles, rows, cols, strict=True))[self.offset :]:
-            yield (int(t), int(r), int(c), self.size, self.size)
+        mine = self.epoch_crops()[self.rank :: self.world_size]
+        for t, r, c in mine[self.offset :].tolist():
+            yield (t, r, c, self.size, self.size)
 
     def __len__(self) -> int:
         return self.length

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,51 @@ def test_cached_reads_equal_windowed_reads(fake_region: Manifest) -> None:
     # boundless past the edge: NaN imagery -> invalid, zero-filled
     edge = cached[(0, 80, 80, 32, 32)]
     assert not edge["mask"][16:, :].any() and edge["mask"][:16, :16].all()
+
+
+def test_reads_equal_gdal_boundless_reads_and_training_copies_are_memory_mapped(
+    fake_region: Manifest, tmp_path: Path
+) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from lcip.datasets import memory_map
+    from lcip.training_copy import training_copy
+
+    names = ["naip", "prior", "lc"]
+    copies = training_copy(fake_region, names, tmp_path / "copy")
+    stamps = [t.layer(n).stat().st_mtime_ns for t in copies for n in names]
+    assert training_copy(fake_region, names, tmp_path / "copy") == copies  # reused as is
+    assert [t.layer(n).stat().st_mtime_ns for t in copies for n in names] == stamps
+    plain = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)
+    mapped = TileWindowDataset(copies, LAYERS, CHESAPEAKE4)
+    for layer in names:
+        with rasterio.open(copies.tiles[0].layer(layer)) as src:
+            assert memory_map(src) is not None
+        with rasterio.open(fake_region.tiles[0].layer(layer)) as src:
+            assert memory_map(src) is None  # DEFLATE: read through GDAL
+    windows = [(1, 4, 10, 32, 40), (0, -5, 80, 32, 32), (3, 70, -3, 40, 30), (2, 90, 90, 16, 16)]
+    for t, r, c, h, w in windows:
+        for layer, fill in (("naip", 0.0), ("prior", np.nan), ("lc", 0.0)):
+            with rasterio.open(fake_region.tiles[t].layer(layer)) as src:
+                expected = src.read(window=Window(c, r, w, h), boundless=True, fill_value=fill)
+            for ds in (plain, mapped):
+                got = ds.read(t, layer, Window(c, r, w, h), fill=fill)
+                np.testing.assert_array_equal(got.astype(expected.dtype), expected)
+        a, b = plain[(t, r, c, h, w)], mapped[(t, r, c, h, w)]
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+
+
+def test_loader_workers_give_the_batches_of_the_main_process(fake_region: Manifest) -> None:
+    def batches(workers: int) -> list[dict[str, torch.Tensor]]:
+        dm = TileDataModule(
+            fake_region, crop_size=32, batch_size=4, steps_per_epoch=3, num_workers=workers
+        )
+        dm.setup("fit")
+        return list(dm.train_dataloader())
+
+    for a, b in zip(batches(0), batches(2), strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lcip.manifest import Manifest
+from lcip.shards import merge_shards, parse_shard, select_shard
 from lcip.stages.checks import check_device, check_integer, cuda_available
 from lcip.stages.paths import (
     checkpoint_file,
@@ -58,15 +59,20 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
 
     Every map records the checkpoint's sha256, the loss settings and the prior; a tile is
     skipped only when its maps record exactly what this run would, otherwise rewritten.
+    With ``shard=i/n`` only that shard's tiles are predicted (see :mod:`lcip.shards`): its
+    manifest goes to ``<predict.out_dir>/shards/<i>_of_<n>/`` and the last shard to finish
+    merges them into ``<predict.out_dir>/manifest.csv``.
 
     Args:
         cfg: composed config (``predict``, ``region``, ``prior``, ``model``, ``loss``).
         force: rewrite every map.
 
     Returns:
-        manifest listing the tiles with their prediction layers.
+        manifest listing the tiles with their prediction layers (for a shard: its own, until
+        the merged one exists).
     """
     force = force or bool(cfg.get("force", False))
+    shard = parse_shard(cfg.get("shard"))
     p = cfg.predict
     for key in ("predict.window", "predict.batch_size"):
         check_integer(cfg, key, 1)
@@ -87,7 +93,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     out_dir = Path(p.out_dir)
     result = predict_manifest(
         model,
-        manifest,
+        select_shard(manifest, shard),
         LayerSpec(cfg.region.image_layer, prior_layer(cfg.prior.name), None),
         scheme,
         out_dir,
@@ -104,4 +110,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
         force=force,
         zero_is_nodata=bool(params["zero_is_nodata"]),
     )
-    return result.write(predictions_manifest_path(cfg))
+    if shard is None:
+        return result.write(predictions_manifest_path(cfg))
+    own = result.write(shard.folder(out_dir) / "manifest.csv")
+    return merge_shards(out_dir, shard.count, manifest) or own

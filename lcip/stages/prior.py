@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ from omegaconf import DictConfig
 from lcip.config import to_dict
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest
+from lcip.priors.build import results_manifest, write_report
 from lcip.priors.cooccurrence import Cooccurrence, check_scheme
 from lcip.priors.nlcd import check_nlcd_encoding
-from lcip.priors.recipes import PriorRequest, build_prior, needs_cooccurrence
+from lcip.priors.recipes import RECIPES, PriorRequest, build_prior, needs_cooccurrence
+from lcip.shards import Shard, merge_shards, parse_shard, select_shard
 from lcip.stages.cooccurrence import borrowed_cooccurrence, cooccurrence_source
 from lcip.stages.paths import prior_dir, region_manifest_path, scheme_of
 
@@ -48,16 +51,31 @@ def prior(cfg: DictConfig, force: bool = False) -> Path:
     """Build the configured prior (``prior.recipe``) for every tile of the region.
 
     The cooccurrence matrix is read only for recipes that need one (not ``published``).
+    With ``shard=i/n`` only that shard's tiles are built (see :mod:`lcip.shards`); its report
+    goes to ``<prior dir>/shards/<i>_of_<n>/`` and the last shard to finish merges all of
+    them into the prior's ``manifest.csv`` and ``report.json``.
 
     Args:
-        cfg: composed config (``region``, ``prior``, ``cooccurrence``, ``jobs``, ``seed``).
+        cfg: composed config (``region``, ``prior``, ``cooccurrence``, ``jobs``, ``seed``,
+            ``shard``).
         force: rebuild every tile even when its output is up to date.
 
     Returns:
-        the manifest listing the tiles with their ``prior_<name>`` layer.
+        the manifest listing the tiles with their ``prior_<name>`` layer (for a shard: its
+        own manifest, until the merged one exists).
+
+    Raises:
+        ConfigError: for a malformed ``shard``, or ``shard`` with the learned prior (whose
+            network is trained once on the region's labelled tiles).
     """
     region = cfg.region
     recipe = str(cfg.prior.get("recipe"))
+    shard = parse_shard(cfg.get("shard"))
+    if shard is not None and recipe == "learned":
+        raise ConfigError(
+            f"shard={shard}: prior.recipe=learned trains one network on the region's labelled "
+            "tiles and cannot be sharded; build it without shard (jobs=N runs tiles in parallel)"
+        )
     request = PriorRequest(
         manifest=Manifest.read(region_manifest_path(cfg)),
         scheme=scheme_of(cfg),
@@ -80,4 +98,27 @@ def prior(cfg: DictConfig, force: bool = False) -> Path:
         force=force or bool(cfg.get("force", False)),
         cache=bool(cfg.data.get("cache", False)),
     )
-    return build_prior(request)
+    if shard is None:
+        return build_prior(request)
+    return build_prior_shard(request, shard)
+
+
+def build_prior_shard(request: PriorRequest, shard: Shard) -> Path:
+    """Build one shard's tiles of a prior; merge the shard reports when all are there.
+
+    Args:
+        request: the prior request over the whole region.
+        shard: which shard.
+
+    Returns:
+        the merged ``manifest.csv`` when this shard completed the set, else the shard's own.
+    """
+    recipe = str(request.settings.get("recipe"))
+    if recipe not in RECIPES:
+        return build_prior(request)  # its one-line error for an unknown recipe
+    results = RECIPES[recipe](replace(request, manifest=select_shard(request.manifest, shard)))
+    folder = shard.folder(request.out_dir)
+    write_report(results, folder, {"recipe": recipe, "prior": request.name, "shard": str(shard)})
+    own = results_manifest(request.manifest, results, f"prior_{request.name}")
+    path = own.write(folder / "manifest.csv")
+    return merge_shards(request.out_dir, shard.count, request.manifest) or path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,143 @@ log = logging.getLogger(__name__)
 
 #: Config sections that define a run: a checkpoint is resumed only if they are unchanged.
 RUN_IDENTITY = ("region", "prior", "model", "loss", "data", "task", "seed")
+
+#: ``trainer`` settings read by lcip, not passed to ``lightning.Trainer``: ``compile``
+#: (``torch.compile`` the network) and ``denominator`` (the QR/RQ denominator scope used when
+#: ``loss.denominator`` is not given on the command line; ``trainer=ddp`` sets ``global``).
+TRAINER_EXTRAS = ("compile", "denominator")
+
+#: Hydra launchers under which a multi-process (DDP) trainer may run inside a multirun: each
+#: SLURM task is one rank and Lightning reads its rank from SLURM's environment.
+DDP_LAUNCHERS = ("SlurmLauncher",)
+
+
+def multi_process(trainer: Any) -> bool:
+    """Whether a ``trainer`` config starts several processes (DDP over devices or nodes)."""
+    if int(trainer.get("num_nodes", 1) or 1) > 1:
+        return True
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        return len(devices) > 1
+    if str(devices) == "auto":
+        return "ddp" in str(trainer.get("strategy", "auto"))
+    return str(devices) != "1"
+
+
+def check_launch_mode(cfg: DictConfig, mode: str | None = None, launcher: str = "") -> None:
+    """Refuse a multi-process trainer inside a Hydra multirun that is not a SLURM launcher.
+
+    Supported: a single run (``lcip-train trainer=ddp``: Lightning starts the other ranks) and
+    a multirun whose launcher is ``hydra/launcher=submitit_slurm`` (one SLURM task per GPU).
+    Lightning's DDP re-runs the command line for ranks > 0, which under Hydra's local
+    launchers (basic, submitit_local) would re-run the whole sweep in every rank.
+
+    Args:
+        cfg: composed config.
+        mode: Hydra's run mode (``RUN``/``MULTIRUN``); None: read from a running Hydra app.
+        launcher: the Hydra launcher's ``_target_`` (read from the running app when ``mode``
+            is None).
+
+    Raises:
+        ConfigError: one line naming the settings, for DDP inside a local multirun.
+    """
+    if mode is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        hydra = HydraConfig.get()
+        mode = str(hydra.mode.name if hydra.mode is not None else "RUN")
+        launcher = str(hydra.launcher.get("_target_", ""))
+    if mode != "MULTIRUN" or not multi_process(cfg.trainer):
+        return
+    if not any(launcher.endswith(name) for name in DDP_LAUNCHERS):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.get('strategy')} (devices="
+            f"{cfg.trainer.get('devices')}): multi-process training inside a local Hydra "
+            "multirun is not supported; run one lcip-train per setting, or add "
+            "hydra/launcher=submitit_slurm"
+        )
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux ``/proc/cpuinfo``: AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
+    """A ``lightning.Trainer`` from a trainer config node that leaves lcip's samplers alone.
+
+    The crop samplers shard by rank themselves (:mod:`lcip.samplers`); Lightning's automatic
+    ``DistributedSampler`` would wrap them and shard each rank's share once more (and rebuild
+    the resumable loader), so it is switched off.
+
+    Args:
+        node: trainer config (``_target_: lightning.Trainer``, no :data:`TRAINER_EXTRAS`).
+        **kwargs: further Trainer arguments (callbacks, logger, ...).
+
+    Returns:
+        the trainer.
+    """
+    from hydra.utils import instantiate
+
+    return instantiate(node, use_distributed_sampler=False, **kwargs)
+
+
+def trainer_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
+    """Apply lcip's own ``trainer`` settings to ``cfg``; return the ``lightning.Trainer`` node.
+
+    ``trainer.denominator`` becomes ``loss.denominator`` for losses that have one, unless the
+    command line sets ``loss.denominator`` itself. A CPU trainer without ``precision``
+    (``trainer=cpu``) gets ``bf16-mixed`` on CPUs with native bf16 (AVX512-BF16 or AMX: about
+    1.5x faster than float32 there, see BENCHMARKS.md) and ``32-true`` elsewhere.
+
+    Args:
+        cfg: composed config (changed in place: ``loss.denominator``).
+        overrides: the command-line overrides ``cfg`` was composed with.
+
+    Returns:
+        the trainer node (resolved) without :data:`TRAINER_EXTRAS`.
+    """
+    if cfg.trainer.get("precision") is None and str(cfg.trainer.get("accelerator")) == "cpu":
+        cfg.trainer.precision = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+    denominator = cfg.trainer.get("denominator")
+    given = any(o.lstrip("+~").startswith("loss.denominator=") for o in overrides)
+    if denominator is not None and "denominator" in cfg.loss and not given:
+        cfg.loss.denominator = str(denominator)
+    node = OmegaConf.create(
+        {k: v for k, v in to_dict(cfg.trainer).items() if k not in TRAINER_EXTRAS}
+    )
+    return node
+
+
+def check_input_bands(cfg: DictConfig, dm: Any) -> None:
+    """The model's ``in_channels`` must be the data's bands (imagery + ``data.extra_layers``).
+
+    Raises:
+        ConfigError: one line naming both, before any training step.
+    """
+    dataset = dm.train_dataset
+    if dataset is None or "in_channels" not in cfg.model:
+        return
+    from lcip.raster import open_raster
+
+    tile = dataset.manifest.tiles[0]
+    bands = 0
+    for layer in (dataset.layers.image, *dataset.layers.extra):
+        with open_raster(tile.layer(layer)) as src:
+            bands += int(src.count)
+    if int(cfg.model.in_channels) != bands:
+        extra = list(dataset.layers.extra)
+        raise ConfigError(
+            f"model.in_channels={cfg.model.in_channels}: the data has {bands} input bands "
+            f"(imagery {dataset.layers.image!r} + data.extra_layers={extra}); set "
+            f"model.in_channels={bands}"
+        )
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -57,7 +196,7 @@ def resume_checkpoint(cfg: DictConfig, force: bool) -> Path | None:
     return last
 
 
-def train(cfg: DictConfig, force: bool = False) -> Path:
+def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -> Path:
     """Train the configured model on the configured prior; returns the last checkpoint.
 
     Every setting and input is checked before the run folder is touched. Re-running the same
@@ -69,15 +208,21 @@ def train(cfg: DictConfig, force: bool = False) -> Path:
         cfg: composed config (``region``, ``prior``, ``model``, ``loss``, ``trainer``, ``data``,
             ``task``, ``train``, ``run_dir``, ``seed``).
         force: start afresh even if the run folder holds a checkpoint.
+        overrides: the command-line overrides (``loss.denominator`` given there wins over
+            ``trainer.denominator``).
 
     Returns:
         path of the last checkpoint (``best.ckpt`` beside it is the best by ``task.monitor``).
     """
     force = force or bool(cfg.get("force", False))
+    check_launch_mode(cfg)
+    trainer_cfg = trainer_settings(cfg, overrides)
     check_training_settings(cfg)
     import lightning as L
+    import torch
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.utilities import rank_zero_only
 
     from lcip.callbacks import AppendingCSVLogger, LastCheckpoint
     from lcip.datamodules import TileDataModule
@@ -93,35 +238,47 @@ def train(cfg: DictConfig, force: bool = False) -> Path:
         loss_kwargs=loss_kwargs,
         **cfg.task,
     )
+    if cfg.data.get("channels_last", False):  # the data module sends channels_last batches
+        task = task.to(memory_format=torch.channels_last)
+    if cfg.trainer.get("compile", False):
+        task.model.compile()  # in place: checkpoint keys stay those of the plain model
     manifest = Manifest.read(prior_manifest_path(cfg))
-    val_splits = list(cfg.region.val_splits)
+    # data.train_splits / data.val_splits (optional) override the region's splits for this
+    # run only, e.g. the paper's transductive setting trains on the evaluation tiles.
+    data_kwargs = to_dict(cfg.data)
+    train_splits = list(data_kwargs.pop("train_splits", None) or cfg.region.train_splits)
+    val_key = "data.val_splits" if data_kwargs.get("val_splits") else "region.val_splits"
+    val_splits = list(data_kwargs.pop("val_splits", None) or cfg.region.val_splits)
+    if getattr(task.criterion, "target", "prior") == "blocks":  # loss=lsr: NLCD blocks
+        data_kwargs["nlcd_layer"] = cfg.region.nlcd_layer
+        data_kwargs["nlcd_encoding"] = str(cfg.region.get("nlcd_encoding", "codes"))
     if not len(manifest.select(val_splits)):
-        raise ConfigError(
-            f"region.val_splits={val_splits}: no tiles of these splits in {manifest.path}"
-        )
+        raise ConfigError(f"{val_key}={val_splits}: no tiles of these splits in {manifest.path}")
     dm = TileDataModule(
         manifest,
         scheme,
         image_layer=cfg.region.image_layer,
         prior_layer=prior_layer(cfg.prior.name),
         label_layer=cfg.region.label_layer,
-        train_splits=list(cfg.region.train_splits),
+        train_splits=train_splits,
         val_splits=val_splits,
         seed=cfg.seed,
-        **cfg.data,
+        **data_kwargs,
     )
     dm.setup("fit")  # opens and checks every layer file of every tile
     dm.train_dataloader()  # checks the crop size against the tiles
+    check_input_bands(cfg, dm)
     run_dir = Path(cfg.run_dir)
     check_writable("run_dir", run_dir)
     resume = resume_checkpoint(cfg, force)
     ckpt_dir = checkpoint_dir(cfg)
-    if resume is None:
-        for old in (ckpt_dir, run_dir / "logs"):
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        log.info("resuming %s from %s", run_dir, resume)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if getattr(rank_zero_only, "rank", 0) == 0:  # DDP ranks > 0 (SLURM tasks...) write nothing
+        if resume is None:
+            for old in (ckpt_dir, run_dir / "logs"):
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            log.info("resuming %s from %s", run_dir, resume)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     callbacks = [
         ModelCheckpoint(
             dirpath=ckpt_dir,
@@ -133,8 +290,8 @@ def train(cfg: DictConfig, force: bool = False) -> Path:
         LastCheckpoint(ckpt_dir / "last.ckpt", int(cfg.train.checkpoint_every_n_steps)),
         EarlyStopping(**cfg.train.early_stopping),
     ]
-    trainer = instantiate(
-        cfg.trainer,
+    trainer = build_trainer(
+        trainer_cfg,
         callbacks=callbacks,
         logger=AppendingCSVLogger(
             run_dir,
