@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 DRY_RUN ?=
-.PHONY: help setup data demo test test-slow lint format bench priors clean
+.PHONY: help setup data demo test test-slow lint format bench priors report experiment clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,12 +24,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)  ## Create .venv and install lcip with pinned torch (idempotent, quick when done)
 
-data: $(STAMP)  ## Fetch a real region and write its manifest: make data REGION=chesapeake_ny [DRY_RUN=1]
-	$(VENV)/bin/lcip-acquire region=$(REGION) $(if $(DRY_RUN),acquire.dry_run=true) $(ARGS)
+data: $(STAMP)  ## Fetch a region, write its manifest: make data REGION=chesapeake_ny | REGION=place PLACE="Ithaca, NY" YEAR=2022 [BBOX=minx,miny,maxx,maxy] [DRY_RUN=1]
+	$(VENV)/bin/lcip-acquire region=$(REGION) $(if $(DRY_RUN),acquire.dry_run=true) \
+	  $(if $(PLACE),"region.source.place='$(PLACE)'") $(if $(BBOX),"region.source.bbox=[$(BBOX)]") \
+	  $(if $(YEAR),region.source.year=$(YEAR)) $(ARGS)
 
 demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet); updates README's results
 	$(VENV)/bin/lcip-demo $(ARGS)
 	$(PY) scripts/readme_results.py outputs/demo/results.md README.md
+
+report: $(STAMP)  ## Gather evaluated runs into one report (md, csv, html) beside the published numbers
+	$(VENV)/bin/lcip-report $(ARGS)
+
+experiment: $(STAMP)  ## Run one paper experiment's stages: make experiment EXP=chesapeake_ny_qr [ARGS=...]
+	$(PY) scripts/run_experiment.py $(EXP) $(ARGS)
 
 test: $(STAMP)  ## Run tests, lint (ruff) and types (mypy)
 	$(VENV)/bin/ruff check lcip tests scripts
@@ -52,9 +60,10 @@ format: $(STAMP)  ## Auto-format and fix lint
 priors: $(STAMP)  ## Build priors: make priors REGION=demo PRIOR=nlcd JOBS=2
 	$(VENV)/bin/lcip-prior region=$(REGION) prior=$(or $(PRIOR),nlcd) jobs=$(JOBS) $(ARGS)
 
-bench: $(STAMP)  ## Run the benchmarks (figures go to BENCHMARKS.md)
-	$(PY) scripts/bench_train_step.py
+bench: $(STAMP)  ## Run the benchmarks (figures go to BENCHMARKS.md): loader vs TorchGeo, step split, blur
+	$(PY) scripts/bench_loader.py
 	$(PY) scripts/bench_blur.py
+	$(PY) scripts/bench_epitome.py --sizes 256 512
 
 clean:  ## Remove outputs (keeps .venv)
 	rm -rf outputs lightning_logs multirun

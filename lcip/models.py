@@ -1,9 +1,13 @@
-"""Models: the paper's small fully convolutional network, with configurable depth and widths.
+"""Models: the paper's small fully convolutional network, and a U-Net with a ResNet encoder.
 
 ``torchgeo.models.FCN`` is the paper's network with its depth (5) and kernel size (3) fixed;
 :class:`FCN` here is the same architecture (``FCN(4, 4, num_filters=128)`` has exactly the same
 layers and parameter count) with depth, widths and kernel sizes as settings, so one class also
 serves the learned prior's network (kernels 11, 7, 5).
+
+:class:`UNet` (beyond the paper) wraps ``segmentation_models_pytorch.Unet``, the library
+TorchGeo's segmentation trainer builds on. Both take ``(B, in_channels, H, W)`` and return
+logits ``(B, classes, H, W)`` for any ``H, W``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from lcip.errors import ConfigError
 
 
 class FCN(nn.Module):
@@ -70,6 +76,83 @@ class FCN(nn.Module):
         return out
 
 
+class UNet(nn.Module):
+    """U-Net with a ResNet (or any ``segmentation_models_pytorch``) encoder; logits like FCN.
+
+    Inputs whose height or width is not a multiple of the encoder's output stride
+    (``2 ** encoder_depth``, 32 by default) are zero-padded on the bottom and right to the
+    next multiple and the logits cropped back, so any crop or prediction window works (zeros
+    are what invalid pixels hold anyway); sizes that are multiples are passed through untouched.
+
+    Args:
+        in_channels: number of input bands (imagery bands plus any auxiliary bands).
+        classes: number of output classes.
+        encoder_name: encoder (``resnet18``, ``resnet34``, ...; see segmentation_models_pytorch).
+        encoder_weights: pretrained encoder weights (e.g. ``imagenet``), downloaded from the
+            internet on first use; ``None`` (the default) starts from random weights. With
+            ``in_channels != 3`` the library adapts the first convolution.
+        encoder_depth: number of encoder stages (3..5); the output stride is ``2 ** depth``.
+        decoder_channels: decoder widths, one per stage (None: the library's default for the
+            depth, 256, 128, 64, 32, 16 truncated to ``encoder_depth``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        classes: int,
+        encoder_name: str = "resnet18",
+        encoder_weights: str | None = None,
+        encoder_depth: int = 5,
+        decoder_channels: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        if not 3 <= encoder_depth <= 5:
+            raise ConfigError(f"model.encoder_depth must be 3, 4 or 5, got {encoder_depth}")
+        channels = (256, 128, 64, 32, 16)[:encoder_depth]
+        if decoder_channels is not None:
+            channels = tuple(int(c) for c in decoder_channels)
+            if len(channels) != encoder_depth:
+                raise ConfigError(
+                    f"model.decoder_channels={list(channels)}: needs one width per encoder "
+                    f"stage ({encoder_depth})"
+                )
+        try:
+            self.net = smp.Unet(
+                encoder_name=encoder_name,
+                encoder_weights=encoder_weights,
+                encoder_depth=encoder_depth,
+                decoder_channels=channels,
+                in_channels=in_channels,
+                classes=classes,
+            )
+        except (KeyError, ValueError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"model.encoder_name={encoder_name}: {first}") from None
+        self.stride = 2**encoder_depth
+        self.in_channels = in_channels
+        self.classes = classes
+
+    @property
+    def receptive_field(self) -> int:
+        """A practical context size in pixels (prediction reads half of it around each window).
+
+        A U-Net's theoretical receptive field spans hundreds of pixels; four output strides
+        of context give seamless window predictions in practice.
+        """
+        return 4 * self.stride + 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of shape (B, classes, H, W) for input (B, in_channels, H, W)."""
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
+        out: Tensor = self.net(x)
+        return out[..., :h, :w]
+
+
 def _depth(
     num_filters: int | Sequence[int], kernel_sizes: int | Sequence[int], num_layers: int
 ) -> int:
@@ -96,8 +179,6 @@ def load_state_from_checkpoint(model: nn.Module, path: str, prefix: str = "model
         FileNotFoundError: if the checkpoint does not exist.
         ValueError: if its weights do not fit the model.
     """
-    from lcip.errors import ConfigError
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -38,7 +38,10 @@ class ImplicitPosteriorTask(L.LightningModule):
     Args:
         model: the network (logits, B x C x H x W).
         num_classes: number of target classes.
-        loss: loss name (see :data:`lcip.losses.LOSSES`).
+        loss: loss name (see :data:`lcip.losses.LOSSES`): the implicit-posterior losses, the
+            baselines on the prior, ``lsr`` (label super-resolution; batches must carry
+            ``nlcd`` and ``block``) and ``hr`` (high-res supervised: cross-entropy on the
+            batch's 1 m labels, which are then used for training, not only for metrics).
         loss_kwargs: extra loss arguments (``smoothing``, ``denominator``, ...).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
@@ -93,9 +96,9 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.val_r = metrics.clone(prefix="val/r_")
 
     def forward(self, image: Tensor) -> Tensor:
-        """Logits of the network."""
+        """Logits of the network, in float32 (also under bf16/16-bit mixed precision)."""
         out: Tensor = self.model(image)
-        return out
+        return out.float()
 
     def in_warmup(self) -> bool:
         """Whether the current step still uses the soft-naive CE warm-up."""
@@ -105,7 +108,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         """One optimisation step on a batch of crops."""
         logits = self(batch["image"])
         criterion = self.warmup_criterion if self.in_warmup() else self.criterion
-        loss: Tensor = criterion(logits, batch["prior"], batch["mask"])
+        loss = apply_loss(criterion, logits, batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/warmup", float(self.in_warmup()), batch_size=bs)
@@ -123,7 +126,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         """Loss and q accuracy/mIoU on a batch; accumulates per-tile sums of q for r."""
         logits = self(batch["image"])
         mask = batch["mask"]
-        loss = self.criterion(logits, batch["prior"], mask)
+        loss = apply_loss(self.criterion, logits, batch)
         bs = batch["image"].shape[0]
         self.log("val/loss", loss, prog_bar=True, batch_size=bs)
         if "label" not in batch:
@@ -196,6 +199,24 @@ class ImplicitPosteriorTask(L.LightningModule):
                 "strict": False,
             },
         }
+
+
+def apply_loss(criterion: nn.Module, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """Call a loss with what it compares the network to (its ``target`` attribute).
+
+    ``"prior"`` (the default): ``(logits, prior, mask)``; ``"label"`` (high-res supervised):
+    ``(logits, label, mask)``; ``"blocks"`` (label super-resolution): ``(logits, prior, mask,
+    nlcd, block)``.
+    """
+    kind = getattr(criterion, "target", "prior")
+    if kind == "label":
+        loss: Tensor = criterion(logits, batch["label"], batch["mask"])
+    elif kind == "blocks":
+        prior = batch.get("prior")
+        loss = criterion(logits, prior, batch["mask"], batch["nlcd"], batch["block"])
+    else:
+        loss = criterion(logits, batch["prior"], batch["mask"])
+    return loss
 
 
 def _target(batch: dict[str, Tensor]) -> Tensor:

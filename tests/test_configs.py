@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from lcip.config import CONFIG_DIR, compose_config
 from lcip.errors import ConfigError
 from lcip.losses import build_loss
-from lcip.models import FCN
+from lcip.models import FCN, UNet
 from lcip.stages.paths import scheme_of
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
@@ -34,12 +34,14 @@ def test_every_config_composes_and_instantiates(group: str, option: str, tmp_pat
     OmegaConf.resolve(cfg)  # every interpolation resolves
     scheme = scheme_of(cfg)
     model = instantiate(cfg.model, classes=scheme.num_classes)
-    assert isinstance(model, FCN) and model.classes == scheme.num_classes
-    build_loss(
-        cfg.loss.name, num_classes=4, **{k: v for k, v in cfg.loss.items() if k != "name"}
-    ) if cfg.loss.get("denominator") == "running" else build_loss(
-        cfg.loss.name, **{k: v for k, v in cfg.loss.items() if k != "name"}
-    )
+    assert isinstance(model, FCN | UNet) and model.classes == scheme.num_classes
+    loss_kwargs = {k: v for k, v in cfg.loss.items() if k != "name"}
+    if cfg.loss.get("denominator") == "running":
+        loss_kwargs["num_classes"] = 4
+    if cfg.loss.name == "lsr":  # its statistics file is written by lcip-cooccurrence
+        assert str(cfg.loss.statistics).startswith(str(cfg.cooccurrence.dir))
+    else:
+        build_loss(cfg.loss.name, **loss_kwargs)
     if cfg.trainer.accelerator == "cpu":
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
     if cfg.region.get("synthetic") is not None:
@@ -62,7 +64,7 @@ def test_experiment_sets_no_keys_of_an_unused_prior() -> None:
     base = compose_config(["prior=nlcd"])
     demo = compose_config(["experiment=demo", "prior=nlcd"])
     assert (
-        set(demo.prior) == set(base.prior) == {"name", "recipe", "sigma", "truncate", "smoothing"}
+        set(demo.prior) == set(base.prior) == {"name", "recipe", "sigma_m", "truncate", "smoothing"}
     )
     learned = compose_config(["experiment=demo", "prior=learned"])
     assert learned.prior.training.steps == 120 and learned.prior.training.model.num_filters == 16

@@ -158,6 +158,7 @@ def test_write_read_round_trip(tmp_path):
         "cooccurrence.csv",
         "cooccurrence.json",
         "cooccurrence.png",
+        "lsr_statistics.json",  # label super-resolution statistics (tests/test_lsr.py)
     ]
     header = csv_path.read_text().splitlines()[0]
     assert header == "class," + ",".join(str(c) for c in NLCD_CODES)

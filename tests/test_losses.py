@@ -28,6 +28,7 @@ from lcip.errors import ConfigError
 from lcip.losses import (
     LOSSES,
     HardNaiveLoss,
+    HighResLoss,
     NLLUnionLoss,
     QRFreeEnergyLoss,
     QRLoss,
@@ -775,7 +776,7 @@ def test_implied_posterior_by_windows_matches_whole_tile() -> None:
 
 
 def test_registry() -> None:
-    assert list(LOSSES) == NAMES
+    assert list(LOSSES) == [*NAMES, "hr", "lsr"]  # hr, lsr: tests/test_lsr.py and below
     expected = [QRLoss, QRFreeEnergyLoss, RQLoss, SoftNaiveLoss, HardNaiveLoss, NLLUnionLoss]
     for name, cls in zip(NAMES, expected, strict=True):
         loss = build_loss(name, smoothing=0.01, input_type="log_probs")
@@ -791,7 +792,7 @@ def test_build_loss_errors() -> None:
         build_loss("foo")
     assert str(info.value) == (
         "unknown loss 'foo'; choose one of "
-        "['qr', 'qr_free_energy', 'rq', 'soft_naive', 'hard_naive', 'nll_union']"
+        "['qr', 'qr_free_energy', 'rq', 'soft_naive', 'hard_naive', 'nll_union', 'hr', 'lsr']"
     )
     with pytest.raises(ConfigError, match="unknown denominator 'tile'; choose one of"):
         build_loss("qr", denominator="tile")
@@ -825,3 +826,28 @@ def test_smoothing_keeps_log_space_finite_for_extreme_logits() -> None:
         value, grad = run_loss(build_loss(name), output, prior, mask)
         assert torch.isfinite(value) and torch.isfinite(grad).all()
     assert math.isfinite(QRLoss()(output.float(), prior.float(), mask).item())
+
+
+# ------------------------------------------------------------------------------------------
+# High-res supervised loss
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("input_type", ["logits", "log_probs"])
+def test_hr_loss_is_cross_entropy_on_labels(input_type: str) -> None:
+    output, _, mask = make_inputs("image", input_type, seed=23)
+    g = torch.Generator().manual_seed(23)
+    label = torch.randint(0, C, mask.shape, generator=g)
+    label[0, 0] = IGNORE_INDEX
+    target = torch.where(mask, label, IGNORE_INDEX)
+    x = output.clone().requires_grad_(True)
+    log_q = torch.log_softmax(x, dim=1) if input_type == "logits" else x
+    ce = F.nll_loss(log_q, target, ignore_index=IGNORE_INDEX)
+    (ce_grad,) = torch.autograd.grad(ce, x)
+    loss = build_loss("hr", input_type=input_type)
+    assert isinstance(loss, HighResLoss) and loss.target == "label"
+    value, grad = run_loss(loss, output, label, mask)
+    assert_close(value, ce.detach())
+    assert_close(grad, ce_grad)
+    none = loss(x, torch.full_like(label, IGNORE_INDEX), mask)
+    assert none.item() == 0.0 and none.grad_fn is not None

@@ -3,7 +3,7 @@ import torch
 from torchgeo.models import FCN as TorchGeoFCN
 
 from lcip.errors import ConfigError
-from lcip.models import FCN, load_state_from_checkpoint
+from lcip.models import FCN, UNet, load_state_from_checkpoint
 
 
 def test_default_fcn_is_torchgeo_fcn_architecture() -> None:
@@ -52,3 +52,47 @@ def test_optional_batch_norm() -> None:
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in FCN(4, 3, num_filters=8).modules())
     assert net(torch.randn(2, 4, 16, 16)).shape == (2, 3, 16, 16)
+
+
+def test_unet_logits_like_fcn_for_any_size() -> None:
+    torch.manual_seed(0)
+    net = UNet(9, 5, encoder_depth=3, decoder_channels=[16, 8, 8]).eval()
+    x = torch.randn(2, 9, 64, 40)
+    out = net(x)
+    assert out.shape == (2, 5, 64, 40)
+    # not a multiple of 8 (2 ** depth): zero-padded, then cropped back
+    odd = torch.randn(1, 9, 33, 45)
+    assert net(odd).shape == (1, 5, 33, 45)
+    padded = torch.nn.functional.pad(odd, (0, 3, 0, 7))
+    assert torch.allclose(net(odd), net.net(padded)[..., :33, :45], atol=1e-6)
+    assert torch.equal(net(x), net.net(x))  # multiples pass through untouched
+    assert net.receptive_field == 4 * 8 + 1
+    default = UNet(4, 4)
+    assert default.stride == 32 and default.net.name == "u-resnet18"
+    with pytest.raises(ConfigError, match="encoder_depth"):
+        UNet(4, 4, encoder_depth=7)
+    with pytest.raises(ConfigError, match="decoder_channels"):
+        UNet(4, 4, encoder_depth=3, decoder_channels=[8, 8])
+    with pytest.raises(ConfigError, match=r"model\.encoder_name=nonet"):
+        UNet(4, 4, encoder_name="nonet")
+
+
+@pytest.mark.parametrize("kind", ["fcn", "unet"])
+def test_task_warm_start_for_every_model(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lcip.tasks import ImplicitPosteriorTask
+
+    def make() -> torch.nn.Module:
+        if kind == "fcn":
+            return FCN(4, 4, num_filters=4, num_layers=2)
+        return UNet(4, 4, encoder_depth=3, decoder_channels=[8, 8, 8])
+
+    torch.manual_seed(1)
+    src = ImplicitPosteriorTask(make(), 4, loss="hr")
+    torch.save({"state_dict": src.state_dict()}, tmp_path / "src.ckpt")
+    torch.manual_seed(2)
+    dst = ImplicitPosteriorTask(make(), 4, loss="qr", init_from=str(tmp_path / "src.ckpt"))
+    assert dst.warmup_steps == 0  # warm-started QR needs no CE warm-up
+    for (k, a), b in zip(
+        src.model.state_dict().items(), dst.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k

@@ -119,3 +119,28 @@ def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest,
         direct = log_denominator(lq, batch_mask[i])
         torch.testing.assert_close(denoms[i], direct, atol=1e-5, rtol=0)
     assert (denoms[0] - denoms[1]).abs().max() > 1e-3
+
+
+def test_apply_loss_passes_each_loss_what_it_compares_to() -> None:
+    from lcip.losses import build_loss
+    from lcip.tasks import apply_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    label = torch.randint(0, 4, (2, 6, 6), generator=g)
+    prior = torch.nn.functional.one_hot(label, 4).permute(0, 3, 1, 2).float()
+    mask = torch.ones(2, 6, 6, dtype=torch.bool)
+    wrong = torch.full_like(prior, 0.25)  # a prior that says nothing
+    batch = {"prior": wrong, "label": label, "mask": mask}
+    hr = apply_loss(build_loss("hr"), logits, batch)
+    assert torch.allclose(hr, torch.nn.functional.cross_entropy(logits, label))
+    assert torch.allclose(
+        apply_loss(build_loss("hard_naive", smoothing=0.0), logits, {**batch, "prior": prior}), hr
+    )
+    eta, rho2 = torch.full((4, 17), 0.25), torch.full((4, 17), 0.01)
+    lsr = build_loss("lsr", eta=eta, rho2=rho2)
+    blocks = {"nlcd": torch.full((2, 6, 6), 5), "block": torch.zeros(2, 6, 6, dtype=torch.long)}
+    value = apply_loss(lsr, logits, {**batch, **blocks})
+    assert torch.allclose(value, lsr(logits, None, mask, blocks["nlcd"], blocks["block"]))
+    with pytest.raises(KeyError):
+        apply_loss(lsr, logits, batch)  # a batch without NLCD blocks

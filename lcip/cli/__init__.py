@@ -33,6 +33,12 @@ predict = hydra_app(
     "lcip.stages.predict:predict",
     "write q and r probability and class maps (COG) of the evaluation tiles.",
 )
+epitome = hydra_app(
+    "epitome",
+    "lcip.stages.epitome:epitome",
+    "self-epitomic label super-resolution: q probability and class maps (COG) of the "
+    "evaluation tiles from the imagery, NLCD and cooccurrence alone (no training).",
+)
 evaluate = hydra_app(
     "evaluate",
     "lcip.stages.evaluate:evaluate",
@@ -49,15 +55,23 @@ demo = hydra_app(
     "lcip.stages.demo:demo",
     "run every stage on the generated demo region and write a results table and quicklook.",
 )
+report = hydra_app(
+    "report",
+    "lcip.stages.report:report",
+    "gather evaluated runs (report.runs globs) into one comparison beside the published "
+    "numbers: markdown, CSV and a self-contained HTML page with quicklooks and training curves.",
+)
 
 __all__ = [
     "acquire",
     "compare_priors",
     "cooccurrence",
     "demo",
+    "epitome",
     "evaluate",
     "predict",
     "prior",
     "region",
+    "report",
     "train",
 ]

@@ -18,13 +18,23 @@ their own labels.
 Files written by :meth:`Cooccurrence.write`: ``cooccurrence.csv`` (rows = target classes,
 columns = NLCD codes, the matrix; human-readable and authoritative), ``cooccurrence.json``
 (metadata: tiles, pixel counts, class scheme, date, lcip version) and ``cooccurrence.png``
-(a labelled heat map).
+(a labelled heat map), and ``lsr_statistics.json``.
+
+Label super-resolution statistics (:class:`LSRStatistics`, for :class:`lcip.losses.LSRLoss`)
+are counted in the same pass over the same tiles: the 30 m NLCD blocks of each tile
+(:class:`lcip.priors.blocks.BlockLayout`) are split by NLCD class into *units*; a unit with at
+least ``min_fraction`` of a whole block's pixels labelled contributes its target class
+fractions ``f_l``, and per NLCD class ``c`` the statistics are ``eta[l, c] = mean f_l`` and
+``rho2[l, c] = var f_l`` (population variance) over its units. An NLCD class with no unit gets
+``eta = 1 / C`` and ``rho2 = 0.25`` (the largest variance of a fraction): no constraint to
+speak of.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 import warnings
@@ -43,6 +53,7 @@ from lcip.atomic import atomic_write
 from lcip.classes import IGNORE_INDEX, NLCD_CODES, NLCD_NAMES, ClassScheme, get_scheme
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest
+from lcip.priors.blocks import BlockLayout
 from lcip.priors.nlcd import read_nlcd_index
 from lcip.raster import Grid, open_raster
 
@@ -52,6 +63,11 @@ NUM_NLCD = len(NLCD_CODES)
 CSV_NAME = "cooccurrence.csv"
 JSON_NAME = "cooccurrence.json"
 PNG_NAME = "cooccurrence.png"
+LSR_NAME = "lsr_statistics.json"
+#: A unit (block part of one NLCD class) counts if this fraction of a whole block is labelled.
+LSR_MIN_FRACTION = 0.5
+#: Block rows per strip when counting LSR statistics.
+STRIP_BLOCKS = 16
 
 
 def _now() -> str:
@@ -82,6 +98,225 @@ def normalize_counts(
 
 
 @dataclass
+class LSRStatistics:
+    """Per NLCD class, the mean and variance of each target class's fraction in 30 m blocks.
+
+    Args:
+        eta: (C, 17) mean fraction of target class l in blocks of NLCD class c.
+        rho2: (C, 17) variance of that fraction over blocks.
+        blocks: (17,) number of blocks (units) counted per NLCD class.
+        scheme_name: the target class scheme.
+        class_names: the C target class names (rows).
+        block_px: (rows, cols) block size in pixels.
+        min_fraction: labelled fraction of a whole block a unit needed to count.
+        tiles: ids of the tiles counted.
+        created: creation time (ISO 8601, UTC).
+        lcip_version: lcip version that counted it.
+        source: where borrowed statistics came from (``cooccurrence.source``), else None.
+    """
+
+    eta: npt.NDArray[np.float64]
+    rho2: npt.NDArray[np.float64]
+    blocks: npt.NDArray[np.int64]
+    scheme_name: str
+    class_names: tuple[str, ...]
+    block_px: tuple[int, int] = (30, 30)
+    min_fraction: float = LSR_MIN_FRACTION
+    tiles: list[str] = field(default_factory=list)
+    created: str = field(default_factory=_now)
+    lcip_version: str = __version__
+    source: str | None = None
+
+    @classmethod
+    def from_sums(
+        cls,
+        sums: BlockSums,
+        scheme: ClassScheme,
+        tiles: Sequence[str] = (),
+        block_px: tuple[int, int] = (30, 30),
+    ) -> LSRStatistics:
+        """Statistics from accumulated block sums (unseen NLCD classes: eta 1/C, rho2 0.25)."""
+        num = scheme.num_classes
+        n = sums.count.astype(np.float64)
+        seen = n > 0
+        eta = np.full((num, NUM_NLCD), 1.0 / num)
+        rho2 = np.full((num, NUM_NLCD), 0.25)
+        eta[:, seen] = sums.total[:, seen] / n[seen]
+        rho2[:, seen] = np.maximum(sums.squares[:, seen] / n[seen] - eta[:, seen] ** 2, 0.0)
+        return cls(
+            eta,
+            rho2,
+            sums.count,
+            scheme.name,
+            scheme.classes,
+            block_px,
+            sums.min_fraction,
+            list(tiles),
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON content (provenance, then the statistics)."""
+        return {
+            "scheme": self.scheme_name,
+            "classes": list(self.class_names),
+            "nlcd_codes": list(NLCD_CODES),
+            "tiles": list(self.tiles),
+            "num_tiles": len(self.tiles),
+            "block_px": list(self.block_px),
+            "min_fraction": self.min_fraction,
+            "created": self.created,
+            "lcip_version": self.lcip_version,
+            "source": self.source,
+            "blocks": [int(b) for b in self.blocks],
+            "eta": self.eta.tolist(),
+            "rho2": self.rho2.tolist(),
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``lsr_statistics.json`` into a folder (atomically); returns its path."""
+        path = Path(out_dir) / LSR_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            path, lambda f: f.write((json.dumps(self.metadata(), indent=2) + "\n").encode())
+        )
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path, setting: str | None = None) -> LSRStatistics:
+        """Read ``lsr_statistics.json`` (or the folder holding it).
+
+        Args:
+            path: the JSON file or its folder.
+            setting: the config setting to name in errors (e.g. ``loss.statistics``).
+
+        Raises:
+            ConfigError: if the file does not exist (naming ``setting`` and the remedy).
+            DataError: if it is malformed.
+        """
+        path = Path(path)
+        path = path / LSR_NAME if path.is_dir() or path.suffix != ".json" else path
+        if not path.is_file():
+            where = f"{setting}={path}" if setting else str(path)
+            raise ConfigError(
+                f"{where}: no LSR statistics (run lcip-cooccurrence on the region's training "
+                "tiles; a borrowed cooccurrence.source needs lsr_statistics.json beside its CSV)"
+            )
+        try:
+            meta = json.loads(path.read_text())
+            eta = np.asarray(meta["eta"], dtype=np.float64)
+            rho2 = np.asarray(meta["rho2"], dtype=np.float64)
+            classes = tuple(str(c) for c in meta["classes"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: not LSR statistics ({exc})") from None
+        shape = (len(classes), NUM_NLCD)
+        if eta.shape != shape or rho2.shape != shape:
+            raise DataError(f"{path}: eta and rho2 must be {shape}, got {eta.shape}, {rho2.shape}")
+        if not (np.isfinite(eta).all() and np.isfinite(rho2).all() and (rho2 >= 0).all()):
+            raise DataError(f"{path}: eta and rho2 must be finite, rho2 non-negative")
+        return cls(
+            eta=eta,
+            rho2=rho2,
+            blocks=np.asarray(meta.get("blocks", [0] * NUM_NLCD), dtype=np.int64),
+            scheme_name=str(meta.get("scheme", "unknown")),
+            class_names=classes,
+            block_px=tuple(meta.get("block_px", (30, 30))),
+            min_fraction=float(meta.get("min_fraction", LSR_MIN_FRACTION)),
+            tiles=[str(t) for t in meta.get("tiles", [])],
+            created=str(meta.get("created", "")),
+            lcip_version=str(meta.get("lcip_version", "")),
+            source=None if meta.get("source") is None else str(meta["source"]),
+        )
+
+
+@dataclass
+class BlockSums:
+    """Running sums of block class fractions per NLCD class (see :func:`block_sums`).
+
+    Args:
+        count: (17,) units counted per NLCD class.
+        total: (C, 17) sum of the fractions.
+        squares: (C, 17) sum of the squared fractions.
+        min_fraction: labelled fraction of a whole block a unit needs to count.
+    """
+
+    count: npt.NDArray[np.int64]
+    total: npt.NDArray[np.float64]
+    squares: npt.NDArray[np.float64]
+    min_fraction: float = LSR_MIN_FRACTION
+
+    @classmethod
+    def zeros(cls, num_classes: int, min_fraction: float = LSR_MIN_FRACTION) -> BlockSums:
+        """Empty sums."""
+        return cls(
+            np.zeros(NUM_NLCD, np.int64),
+            np.zeros((num_classes, NUM_NLCD)),
+            np.zeros((num_classes, NUM_NLCD)),
+            min_fraction,
+        )
+
+    def __iadd__(self, other: BlockSums) -> BlockSums:
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
+        return self
+
+
+def _add_block_sums(
+    sums: BlockSums,
+    classes: npt.NDArray[Any],
+    nlcd: npt.NDArray[Any],
+    ids: npt.NDArray[np.int64],
+    layout: BlockLayout,
+) -> None:
+    """Add the units of one strip of whole block rows to ``sums``."""
+    num_classes = sums.total.shape[0]
+    keep = (classes != IGNORE_INDEX) & (nlcd != 0)
+    unit = ids[keep] * NUM_NLCD + nlcd[keep].astype(np.int64)  # dense: blocks x 17
+    num_units = (int(ids.max()) + 1) * NUM_NLCD if ids.size else 0
+    counts = np.bincount(
+        unit * num_classes + classes[keep].astype(np.int64), minlength=num_units * num_classes
+    ).reshape(num_units, num_classes)
+    size = counts.sum(axis=1)
+    enough = (size > 0) & (size >= sums.min_fraction * layout.period[0] * layout.period[1])
+    frac = counts[enough] / size[enough, None]
+    code = np.flatnonzero(enough) % NUM_NLCD
+    sums.count += np.bincount(code, minlength=NUM_NLCD)
+    for c in range(num_classes):
+        sums.total[c] += np.bincount(code, weights=frac[:, c], minlength=NUM_NLCD)
+        sums.squares[c] += np.bincount(code, weights=frac[:, c] ** 2, minlength=NUM_NLCD)
+
+
+def block_sums(
+    classes: npt.NDArray[Any],
+    nlcd: npt.NDArray[Any],
+    layout: BlockLayout,
+    num_classes: int,
+    min_fraction: float = LSR_MIN_FRACTION,
+) -> BlockSums:
+    """Class fraction sums of the units (block x NLCD class) of one tile.
+
+    Args:
+        classes: (H, W) target classes (:data:`IGNORE_INDEX` = unlabelled).
+        nlcd: (H, W) NLCD indices 0..16 on the same grid (0 = nodata).
+        layout: the tile's block layout.
+        num_classes: number of target classes C.
+        min_fraction: a unit counts if at least this fraction of a whole block is labelled.
+
+    Returns:
+        the sums.
+    """
+    sums = BlockSums.zeros(num_classes, min_fraction)
+    height = classes.shape[0]
+    strip = layout.period[0] * STRIP_BLOCKS  # strips of whole block rows bound the memory
+    edges = sorted({0, height, *range(layout.phase[0] or strip, height, strip)})
+    for r0, r1 in itertools.pairwise(edges):
+        _add_block_sums(
+            sums, classes[r0:r1], nlcd[r0:r1], layout.ids(r0, 0, r1 - r0, classes.shape[1]), layout
+        )
+    return sums
+
+
+@dataclass
 class Cooccurrence:
     """A cooccurrence matrix P(target class | NLCD class) and how it was made.
 
@@ -95,6 +330,7 @@ class Cooccurrence:
         lcip_version: lcip version that counted it.
         source: where a borrowed matrix came from (``cooccurrence.source``: another region's
             name or a CSV file); None when counted on this region's tiles.
+        lsr: the label super-resolution statistics counted with the matrix (None if absent).
     """
 
     matrix: npt.NDArray[np.float64]
@@ -105,6 +341,7 @@ class Cooccurrence:
     created: str = field(default_factory=_now)
     lcip_version: str = __version__
     source: str | None = None
+    lsr: LSRStatistics | None = None
 
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.matrix, dtype=np.float64)
@@ -196,7 +433,10 @@ class Cooccurrence:
         }
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``cooccurrence.csv``, ``.json`` and ``.png`` into a folder, atomically each.
+        """Write ``cooccurrence.csv``, ``.json``, ``.png`` and ``lsr_statistics.json``, atomically.
+
+        Without LSR statistics a stale ``lsr_statistics.json`` in the folder is removed (it
+        would not belong to this matrix).
 
         Args:
             out_dir: destination folder (created if needed).
@@ -211,6 +451,10 @@ class Cooccurrence:
             lambda f: f.write((json.dumps(self.metadata(), indent=2) + "\n").encode()),
         )
         atomic_write(out / PNG_NAME, self._plot)
+        if self.lsr is not None:
+            self.lsr.write(out)
+        else:
+            (out / LSR_NAME).unlink(missing_ok=True)
         atomic_write(out / CSV_NAME, lambda f: f.write(self.to_csv().encode()))
         return out / CSV_NAME
 
@@ -335,6 +579,9 @@ class Cooccurrence:
             created=str(meta.get("created", "")),
             lcip_version=str(meta.get("lcip_version", "")),
             source=None if meta.get("source") is None else str(meta["source"]),
+            lsr=LSRStatistics.read(csv_path.parent / LSR_NAME)
+            if (csv_path.parent / LSR_NAME).is_file()
+            else None,
         )
 
 
@@ -386,13 +633,30 @@ def count_pairs(
     Raises:
         DataError: for a missing or unreadable file or unknown NLCD codes (or indices).
     """
+    classes, nlcd, _ = read_pair(label_path, nlcd_path, scheme, nlcd_encoding=nlcd_encoding)
+    return pair_counts(classes, nlcd, scheme.num_classes)
+
+
+def read_pair(
+    label_path: str | Path,
+    nlcd_path: str | Path,
+    scheme: ClassScheme,
+    *,
+    nlcd_encoding: str = "codes",
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], Grid]:
+    """Target classes (``for_prior`` mapping) and NLCD indices on a label raster's grid."""
     grid = Grid.of(label_path)
     with open_raster(label_path) as src:
         labels = src.read(1)
     classes = scheme.map_labels(labels, for_prior=True)
-    nlcd = read_nlcd_index(nlcd_path, grid, encoding=nlcd_encoding)
+    return classes, read_nlcd_index(nlcd_path, grid, encoding=nlcd_encoding), grid
+
+
+def pair_counts(
+    classes: npt.NDArray[Any], nlcd: npt.NDArray[Any], num: int
+) -> npt.NDArray[np.int64]:
+    """(C, 17) counts of (target class, NLCD index) pairs, skipping ignored and nodata pixels."""
     keep = (classes != IGNORE_INDEX) & (nlcd != 0)
-    num = scheme.num_classes
     flat = nlcd[keep].astype(np.int64) * num + classes[keep]
     counts = np.bincount(flat, minlength=NUM_NLCD * num).reshape(NUM_NLCD, num).T
     return np.ascontiguousarray(counts, dtype=np.int64)
@@ -441,11 +705,19 @@ def count_cooccurrence(
             f"tile(s) ({shown}); select training tiles or pass allow_test=True"
         )
     counts = np.zeros((scheme.num_classes, NUM_NLCD), dtype=np.int64)
+    sums = BlockSums.zeros(scheme.num_classes)
+    block_px = (30, 30)
     for tile in tqdm(manifest.tiles, desc="cooccurrence", unit="tile", disable=not progress):
-        counts += count_pairs(
+        classes, nlcd, grid = read_pair(
             tile.layer(label_layer), tile.layer(nlcd_layer), scheme, nlcd_encoding=nlcd_encoding
         )
-    coocc = Cooccurrence.from_counts(counts, scheme, [t.tile_id for t in manifest])
+        counts += pair_counts(classes, nlcd, scheme.num_classes)
+        layout = BlockLayout.detect(nlcd, grid)
+        sums += block_sums(classes, nlcd, layout, scheme.num_classes)
+        block_px = layout.period
+    tile_ids = [t.tile_id for t in manifest]
+    coocc = Cooccurrence.from_counts(counts, scheme, tile_ids)
+    coocc.lsr = LSRStatistics.from_sums(sums, scheme, tile_ids, block_px)
     logger.info(
         "cooccurrence (%s) counted on %d tiles, %d labelled pixels",
         scheme.name,

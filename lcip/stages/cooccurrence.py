@@ -4,7 +4,9 @@ With ``cooccurrence.source`` set, the matrix is borrowed instead of counted: fro
 region (its ``<paths.regions>/<name>/cooccurrence/cooccurrence.csv``) or from a cooccurrence
 CSV file (as :meth:`~lcip.priors.cooccurrence.Cooccurrence.write` writes it). It is checked
 against the region's class scheme and copied into ``cooccurrence.dir``, so a region without
-labels gets priors too.
+labels gets priors too. The label super-resolution statistics (``lsr_statistics.json``) are
+counted with the matrix and borrowed with it; a source without them gives a warning, and
+``loss=lsr`` then stops with a one-line error naming the missing file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from omegaconf import DictConfig
 
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest
-from lcip.priors.cooccurrence import CSV_NAME, Cooccurrence, check_scheme, count_cooccurrence
+from lcip.priors.cooccurrence import (
+    CSV_NAME,
+    LSR_NAME,
+    Cooccurrence,
+    check_scheme,
+    count_cooccurrence,
+)
 from lcip.priors.nlcd import check_nlcd_encoding
 from lcip.stages.paths import region_manifest_path, scheme_of
 
@@ -64,7 +72,15 @@ def borrowed_cooccurrence(cfg: DictConfig, source: str) -> Cooccurrence:
     coocc = check_scheme(
         Cooccurrence.read(path), scheme_of(cfg), f"cooccurrence.source={source} ({path})"
     )
-    return replace(coocc, source=source)
+    if coocc.lsr is None:
+        log.warning(
+            "cooccurrence.source=%s (%s): no %s beside it; loss=lsr will not be available",
+            source,
+            path,
+            LSR_NAME,
+        )
+        return replace(coocc, source=source)
+    return replace(coocc, source=source, lsr=replace(coocc.lsr, source=source))
 
 
 def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
