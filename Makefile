@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 DRY_RUN ?=
-.PHONY: help setup data demo test test-slow lint format bench priors report experiment clean
+.PHONY: help setup data demo test test-slow lint format bench priors report experiment acceptance clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ data: $(STAMP)  ## Fetch a region, write its manifest: make data REGION=chesapea
 demo: $(STAMP)  ## Run the whole pipeline on the generated demo region (CPU, no internet); updates README's results
 	$(VENV)/bin/lcip-demo $(ARGS)
 	$(PY) scripts/readme_results.py outputs/demo/results.md README.md
+
+acceptance: $(STAMP)  ## Real-data acceptance run on ../shared/realdata's WV patches; table into BENCHMARKS.md
+	$(VENV)/bin/lcip-demo experiment=wv_acceptance $(ARGS)
+	$(PY) scripts/readme_results.py outputs/acceptance/chesapeake_wv_patches/results.md BENCHMARKS.md acceptance
 
 report: $(STAMP)  ## Gather evaluated runs into one report (md, csv, html) beside the published numbers
 	$(VENV)/bin/lcip-report $(ARGS)

@@ -11,6 +11,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
+from lcip.errors import ConfigError
 from lcip.losses import build_loss, implied_posterior, log_prior, log_probs
 from lcip.models import load_state_from_checkpoint
 
@@ -19,6 +20,8 @@ _NEEDS_WARMUP = {"qr", "rq", "qr_free_energy"}
 
 #: Default number of soft-naive CE steps before QR/RQ when training from scratch.
 DEFAULT_WARMUP_STEPS = 300
+#: ``task.schedule`` choices.
+SCHEDULES = ("plateau", "cosine")
 
 
 class ImplicitPosteriorTask(L.LightningModule):
@@ -51,6 +54,10 @@ class ImplicitPosteriorTask(L.LightningModule):
             :data:`DEFAULT_WARMUP_STEPS` for QR/RQ trained from scratch and 0 otherwise.
         init_from: checkpoint to warm-start the model from.
         monitor: metric for the LR scheduler (``val/loss`` needs no labels).
+        schedule: ``plateau`` (ReduceLROnPlateau on ``monitor``, the paper's) or ``cosine``
+            (cosine decay to 0 over the run's steps: a short run ends on a settled model,
+            which matters when the monitor cannot pick one, e.g. QR's loss on its own
+            training tiles).
     """
 
     def __init__(
@@ -66,8 +73,11 @@ class ImplicitPosteriorTask(L.LightningModule):
         warmup_steps: int | None = None,
         init_from: str | None = None,
         monitor: str = "val/loss",
+        schedule: str = "plateau",
     ) -> None:
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"task.schedule={schedule}: use one of {SCHEDULES}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.loss_kwargs = dict(loss_kwargs or {})
@@ -179,12 +189,19 @@ class ImplicitPosteriorTask(L.LightningModule):
         return (sums / counts.clamp_min(1)).clamp_min(1e-30).log()
 
     def configure_optimizers(self) -> Any:
-        """AdamW with ReduceLROnPlateau on the monitored metric."""
+        """AdamW with ReduceLROnPlateau on the monitored metric, or a per-step cosine decay."""
         optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.hparams["lr"],
             weight_decay=self.hparams["weight_decay"],
         )
+        if self.hparams.get("schedule", "plateau") == "cosine":
+            steps = max(int(self.trainer.estimated_stepping_batches), 1)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": cosine, "interval": "step"},
+            }
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min",

@@ -235,3 +235,19 @@ def test_paper_settings_and_clear_errors(root: Path) -> None:
     lsr = _overrides("chesapeake_ny_lsr", root)
     with pytest.raises(ConfigError, match=r"loss\.statistics=.*no LSR statistics"):
         train(compose_config([*lsr, "loss.statistics=/nowhere/lsr.json"]), force=True)
+
+
+def test_hr_aux_predicts_with_its_extra_bands(root: Path) -> None:
+    from lcip.manifest import Manifest
+    from lcip.raster import Grid
+    from lcip.stages.predict import predict
+
+    name = "enviroatlas_pittsburgh_pa_hr_aux"
+    _fit(name, root)
+    cfg = compose_config([*_overrides(name, root), "predict.checkpoint=last"])
+    assert len(cfg.data.extra_layers) == 1 and cfg.model.in_channels == 9
+    manifest = Manifest.read(predict(cfg, force=True))
+    assert len(manifest) > 0
+    for tile in manifest:
+        grid = Grid.of(tile.layer("q_class"))
+        assert grid.same_as(Grid.of(tile.layer(cfg.region.image_layer)))

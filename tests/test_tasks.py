@@ -1,3 +1,5 @@
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -144,3 +146,34 @@ def test_apply_loss_passes_each_loss_what_it_compares_to() -> None:
     assert torch.allclose(value, lsr(logits, None, mask, blocks["nlcd"], blocks["block"]))
     with pytest.raises(KeyError):
         apply_loss(lsr, logits, batch)  # a batch without NLCD blocks
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run(fake_region: Manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    dm = TileDataModule(
+        fake_region, prior_layer="prior", crop_size=32, batch_size=4, steps_per_epoch=4
+    )
+    task = ImplicitPosteriorTask(
+        FCN(4, 4, num_filters=4, num_layers=1), 4, loss="soft_naive", lr=0.1, schedule="cosine"
+    )
+    lrs: list[float] = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Spy()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(task, datamodule=dm)
+    expected = [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]  # 8 steps in all
+    assert lrs == pytest.approx(expected)
+    with pytest.raises(ConfigError, match=r"task.schedule=step: use one of"):
+        ImplicitPosteriorTask(FCN(4, 4, num_filters=4, num_layers=1), 4, schedule="step")

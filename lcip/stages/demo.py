@@ -51,20 +51,27 @@ def machine_description() -> dict[str, Any]:
     }
 
 
-def demo(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -> Path:
-    """Run every stage on the configured region and report.
+def _method(sub: DictConfig) -> str:
+    return str(sub.loss.name)
 
-    Generates the region, counts cooccurrence, builds each prior of ``demo.priors``, trains
-    ``loss`` on each, predicts and evaluates the evaluation tiles, then writes
-    ``results.md`` / ``results.csv`` / ``results.json`` (prior argmax, q and r per prior, the
-    machine and the wall-clock time) and ``quicklook.png`` under ``demo.out_dir``.
+
+def demo(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -> Path:
+    """Run every stage on the configured region for each prior and loss, and report.
+
+    Makes the region available, counts cooccurrence, then for each prior of ``demo.priors``
+    builds it and, for each loss of ``demo.losses`` (null: the configured loss only), trains,
+    predicts and evaluates the evaluation tiles; with ``demo.epitome`` it also scores
+    self-epitomic LSR (:mod:`lcip.stages.epitome`, no training). Writes ``results.md`` /
+    ``results.csv`` / ``results.json`` (prior argmax once per prior, q and r per run, the
+    seconds of each run, the machine and the wall-clock time) and ``quicklook.png`` under
+    ``demo.out_dir``.
 
     Args:
         cfg: composed config (with a ``demo`` node).
         force: rebuild every output.
-        overrides: the overrides ``cfg`` was composed with; each prior's config is composed
-            from them plus ``prior=<name>`` (and ``experiment=<demo.experiment>`` unless an
-            experiment is given).
+        overrides: the overrides ``cfg`` was composed with; each run's config is composed
+            from them plus ``prior=<name>`` and ``loss=<name>`` (and
+            ``experiment=<demo.experiment>`` unless an experiment is given).
 
     Returns:
         the results markdown file.
@@ -76,35 +83,62 @@ def demo(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) ->
     out_dir = Path(cfg.demo.out_dir)
     rows: list[dict[str, Any]] = []
     panels: list[tuple[str, Any]] = []
-    lines = ["| prior | map | accuracy (%) | mIoU (%) |", "| --- | --- | ---: | ---: |"]
+    lines = [
+        "| prior | method | map | accuracy (%) | mIoU (%) | run (s) |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
     first_tile = None
     given = list(overrides)
     if not any(o.startswith("experiment=") for o in given):
         given.append(f"experiment={cfg.demo.experiment}")
-    for name in cfg.demo.priors:
-        sub = compose_config([*given, f"prior={name}"])
-        prior(sub, force)
-        train(sub, force)
-        pred_manifest = predict(sub, force)
-        for r in evaluate(sub).rows():
-            if r["tile"] == "all":
-                rows.append({"prior": name, **r})
-                lines.append(
-                    f"| {name} | {r['map']} | {100 * float(r['accuracy']):.1f} "
-                    f"| {100 * float(r['miou']):.1f} |"
-                )
-        tile = Manifest.read(pred_manifest).tiles[0]
-        first_tile = first_tile or tile
-        grid = Grid.of(tile.layer(sub.region.image_layer))
-        panels.append(
-            (f"prior {name}", read_class_map(tile.layer(prior_layer(name)), grid, "prob"))
-        )
-        panels.append(
-            (
-                f"{sub.loss.name.upper()} q ({name})",
-                read_class_map(tile.layer("q_class"), grid, "class"),
+    losses: list[str | None] = [str(n) for n in (cfg.demo.get("losses") or [])] or [None]
+
+    def add(name: str, method: str, evaluation: Any, seconds: float) -> None:
+        for r in evaluation.rows():
+            if r["tile"] != "all":
+                continue
+            argmax = str(r["map"]).startswith("prior ")
+            if argmax and any(x["prior"] == name and x["method"] == "prior" for x in rows):
+                continue  # the prior's argmax once per prior
+            label = "prior" if argmax else method
+            rows.append({"prior": name, "method": label, **r, "seconds": seconds})
+            lines.append(
+                f"| {name} | {label} | {r['map']} | {100 * float(r['accuracy']):.1f} "
+                f"| {100 * float(r['miou']):.1f} | {'' if argmax else f'{seconds:.0f}'} |"
             )
-        )
+
+    for name in cfg.demo.priors:
+        prior_done = False
+        for loss in losses:
+            run_start = time.perf_counter()
+            sub = compose_config([*given, f"prior={name}", *([f"loss={loss}"] if loss else [])])
+            if not prior_done:
+                prior(sub, force)
+                prior_done = True
+            train(sub, force)
+            pred_manifest = predict(sub, force)
+            evaluation = evaluate(sub)
+            add(name, _method(sub), evaluation, time.perf_counter() - run_start)
+            tile = Manifest.read(pred_manifest).tiles[0]
+            first_tile = first_tile or tile
+            grid = Grid.of(tile.layer(sub.region.image_layer))
+            if not any(title == f"prior {name}" for title, _ in panels):
+                panels.append(
+                    (f"prior {name}", read_class_map(tile.layer(prior_layer(name)), grid, "prob"))
+                )
+            panels.append(
+                (
+                    f"{_method(sub).upper()} q ({name})",
+                    read_class_map(tile.layer("q_class"), grid, "class"),
+                )
+            )
+    if cfg.demo.get("epitome"):
+        from lcip.stages.epitome import epitome
+
+        run_start = time.perf_counter()
+        sub = compose_config([*given, "run_name=epitome", "predict.out_dir=${epitome.out_dir}"])
+        epitome(sub, force)
+        add("nlcd", "self-epitomic LSR", evaluate(sub), time.perf_counter() - run_start)
     assert first_tile is not None
     from lcip.quicklook import save_quicklook
 

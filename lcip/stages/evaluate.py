@@ -23,8 +23,19 @@ from lcip.stages.paths import checkpoint_file, predictions_manifest_path, prior_
 log = logging.getLogger(__name__)
 
 
+def is_epitome_run(cfg: DictConfig) -> bool:
+    """Whether the run scores self-epitomic LSR maps (``predict.out_dir`` = ``epitome.out_dir``).
+
+    Such a run has no network and no checkpoint: its only map is the epitome's q.
+    """
+    epitome = cfg.get("epitome")
+    return epitome is not None and str(cfg.predict.out_dir) == str(epitome.out_dir)
+
+
 def evaluation_maps(cfg: DictConfig) -> list[MapSpec]:
     """The maps a run is scored on: the prior's argmax, q and r (and NLCD, if configured).
+
+    A self-epitomic LSR run (:func:`is_epitome_run`) is scored on its q map only.
 
     ``evaluate.nlcd_layer`` (default null) names a layer of NLCD codes on the tile grid (e.g.
     ``nlcd`` on Chesapeake) to score as a map too, mapped to 4 classes as the later literature
@@ -33,6 +44,8 @@ def evaluation_maps(cfg: DictConfig) -> list[MapSpec]:
     Raises:
         ConfigError: if ``evaluate.nlcd_layer`` is set for a scheme of other than 4 classes.
     """
+    if is_epitome_run(cfg):
+        return [MapSpec("self-epitomic LSR (q)", "q_class")]
     expect = {"checkpoint_sha256": sha256_file(checkpoint_file(cfg))}
     name = str(cfg.loss.name).upper()
     maps = [

@@ -6,7 +6,9 @@
 - prior:         ``<region.dir>/priors/<prior>/manifest.csv`` (adds layer ``prior_<prior>``)
 - train:         ``<run_dir>/checkpoints/{best,last}.ckpt``, ``<run_dir>/logs/metrics.csv``
 - predict:       ``<predict.out_dir>/manifest.csv`` (adds ``q_prob``, ``q_class``, ...)
-- evaluate:      ``<run_dir>/evaluation.md`` and ``.csv``
+- evaluate:      ``<run_dir>/evaluation.md``, ``.csv`` (paper protocol), ``metrics.csv`` (all)
+- epitome:       ``<epitome.out_dir>/manifest.csv`` (adds ``q_prob``, ``q_class``)
+- report:        ``<report.out_dir>/report.{md,csv,html}``
 - compare-priors: ``<compare.out_dir>/comparison.md`` and ``.csv``
 """
 

@@ -94,7 +94,12 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     result = predict_manifest(
         model,
         select_shard(manifest, shard),
-        LayerSpec(cfg.region.image_layer, prior_layer(cfg.prior.name), None),
+        LayerSpec(
+            cfg.region.image_layer,
+            prior_layer(cfg.prior.name),
+            None,
+            tuple(str(n) for n in cfg.data.get("extra_layers") or ()),
+        ),
         scheme,
         out_dir,
         WindowConfig(

@@ -288,8 +288,9 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
             enable_version_counter=False,
         ),
         LastCheckpoint(ckpt_dir / "last.ckpt", int(cfg.train.checkpoint_every_n_steps)),
-        EarlyStopping(**cfg.train.early_stopping),
     ]
+    if cfg.train.get("early_stopping"):  # null: train for the whole schedule
+        callbacks.append(EarlyStopping(**cfg.train.early_stopping))
     trainer = build_trainer(
         trainer_cfg,
         callbacks=callbacks,
