@@ -69,7 +69,7 @@ def save_quicklook(
     rows = -(-n // cols)
     lines = max([1, *(name.count("\n") + 1 for name, _ in panels)])
     height = 3.2 + 0.2 * lines
-    fig = Figure(figsize=(3.2 * cols, height * rows + 0.5))
+    fig = Figure(figsize=(3.2 * cols, height * rows + 0.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     axes[0].imshow(image_rgb(image))
@@ -85,11 +85,11 @@ def save_quicklook(
     ]
     if ignored:
         handles.append(Patch(color="black", label="no data / ignored"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    total = height * rows + 0.5 + (0.45 if title else 0.0)
-    fig.set_figheight(total)
+    # constrained layout keeps every panel title clear of the row above (square images in
+    # cells of another shape defeat tight_layout) and puts the legend below the panels
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.set_figheight(height * rows + 0.5 + (0.45 if title else 0.0))
     if title:
-        fig.suptitle(title, y=1 - 0.08 / total, va="top", fontsize=13)
-    fig.tight_layout(rect=(0, 0.5 / total, 1, 1 - (0.45 if title else 0.0) / total))
+        fig.suptitle(title, fontsize=13)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     return path

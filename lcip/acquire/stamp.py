@@ -18,6 +18,9 @@ from lcip.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
+#: The acquisition settings recorded beside a region's manifest.
+SETTINGS_FILE = "acquire.json"
+
 
 def up_to_date(manifest_path: Path, stamp: Path, settings: Mapping[str, Any]) -> bool:
     """Whether the manifest was written with these settings and its files still verify."""
@@ -33,4 +36,4 @@ def up_to_date(manifest_path: Path, stamp: Path, settings: Mapping[str, Any]) ->
     return True
 
 
-__all__ = ["up_to_date"]
+__all__ = ["SETTINGS_FILE", "up_to_date"]

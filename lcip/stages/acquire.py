@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 import lcip
 from lcip.acquire.datasets import Archive, Dataset, LayerMember, get_dataset
+from lcip.acquire.stamp import SETTINGS_FILE
 from lcip.acquire.stamp import up_to_date as _up_to_date
 from lcip.atomic import write_text
 from lcip.config import to_dict
@@ -40,9 +41,6 @@ from lcip.raster import Grid
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
-
-#: The acquisition settings recorded beside the manifest.
-SETTINGS_FILE = "acquire.json"
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from lcip.acquire.nlcd import fetch_nlcd, nearest_release, nlcd_grid, nlcd_param
 from lcip.acquire.osm import cache_name as osm_cache_name
 from lcip.acquire.osm import fetch_osm
 from lcip.acquire.stac import Scene, newest_scenes, quad_box, scene_of, search
-from lcip.acquire.stamp import up_to_date
+from lcip.acquire.stamp import SETTINGS_FILE, up_to_date
 from lcip.align import RESAMPLING, align_raster, grid_for
 from lcip.atomic import atomic_path, write_text
 from lcip.config import to_dict
@@ -58,9 +58,6 @@ from lcip.raster import Grid
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
-
-#: The acquisition settings recorded beside the manifest (as for the archive datasets).
-SETTINGS_FILE = "acquire.json"
 
 
 @dataclass(frozen=True)

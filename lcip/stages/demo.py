@@ -137,8 +137,12 @@ def demo(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) ->
 
         run_start = time.perf_counter()
         sub = compose_config([*given, "run_name=epitome", "predict.out_dir=${epitome.out_dir}"])
-        epitome(sub, force)
+        maps = Manifest.read(epitome(sub, force))
         add("nlcd", "self-epitomic LSR", evaluate(sub), time.perf_counter() - run_start)
+        if first_tile is not None and first_tile.tile_id in {t.tile_id for t in maps}:
+            grid = Grid.of(first_tile.layer(cfg.region.image_layer))
+            q = maps.tile(first_tile.tile_id).layer("q_class")
+            panels.append(("self-epitomic LSR q", read_class_map(q, grid, "class")))
     assert first_tile is not None
     from lcip.quicklook import save_quicklook
 
