@@ -60,7 +60,7 @@ def test_demo_runs_each_loss_and_the_epitome(tmp_path: Path) -> None:
 @pytest.mark.skipif(not WV.is_dir(), reason=f"real sample data not found under {WV}")
 def test_real_wv_acceptance(tmp_path: Path) -> None:
     """`make acceptance`: QR (r) beats the prior and reaches the issue's reference figure."""
-    overrides = ["experiment=wv_acceptance", f"paths.root={tmp_path}"]
+    overrides = ["experiment=wv_acceptance", f"paths.root={tmp_path}", f"region.folders.root={WV}"]
     md = demo(compose_config(overrides), overrides=overrides)
     table = {r["map"]: (float(r["accuracy"]), float(r["miou"])) for r in _rows(md.parent)}
     prior = table["prior nlcd (argmax)"]

@@ -104,7 +104,9 @@ def test_read_only_folder_is_verified_once_through_the_user_cache(
 
 @pytest.mark.skipif(not WV.is_dir(), reason=f"real sample data not found under {WV}")
 def test_real_wv_patches_region(tmp_path: Path) -> None:
-    cfg = compose_config(["region=chesapeake_wv_patches", f"paths.root={tmp_path}"])
+    cfg = compose_config(
+        ["region=chesapeake_wv_patches", f"paths.root={tmp_path}", f"region.folders.root={WV}"]
+    )
     manifest = Manifest.read(region(cfg))
     assert len(manifest.select(["train"])) == 8 and len(manifest.select(["val"])) == 8
     assert {t.crs for t in manifest} == {"EPSG:26917"}
