@@ -23,7 +23,6 @@ Usage: ``python scripts/bench_epitome.py [--sizes 256 512 1024] [--device cpu]``
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import platform
 import time
@@ -47,6 +46,7 @@ from lcip.epitome import (
     position_validity,
     sample_patches,
 )
+from lcip.epitome_reference import direct_em, direct_embedding
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 WV = Path(os.environ.get("LCIP_REALDATA", REALDATA)) / "chesapeake_wv_patches"
@@ -74,51 +74,6 @@ def _read(path: Path) -> npt.NDArray[np.uint8]:
     with rasterio.open(path) as src:
         data: npt.NDArray[np.uint8] = src.read()
     return data
-
-
-def direct_embedding(
-    patches: npt.NDArray[np.float64],
-    classes: npt.NDArray[np.int64],
-    mu: npt.NDArray[np.float64],
-    ok: npt.NDArray[np.bool_],
-    sigma2: float,
-) -> npt.NDArray[np.float64]:
-    """E_c(m, n) by loops: each patch's squared distance at each position, then its spread."""
-    count, _, k, _ = patches.shape
-    ph, pw = ok.shape
-    out = np.zeros((17, *mu.shape[1:]))
-    for t in range(count):
-        logp = np.full((ph, pw), -np.inf)
-        for s1, s2 in itertools.product(range(ph), range(pw)):
-            if ok[s1, s2]:
-                diff = patches[t] - mu[:, s1 : s1 + k, s2 : s2 + k]
-                logp[s1, s2] = -np.sum(diff * diff) / (2 * sigma2)
-        post = np.exp(logp - logp.max())
-        post /= post.sum()
-        for s1, s2 in itertools.product(range(ph), range(pw)):
-            out[classes[t], s1 : s1 + k, s2 : s2 + k] += post[s1, s2]
-    return out
-
-
-def direct_em(
-    p_mn_c: npt.NDArray[np.float64],
-    p_c: npt.NDArray[np.float64],
-    p_l_c: npt.NDArray[np.float64],
-    iterations: int,
-) -> npt.NDArray[np.float64]:
-    """The EM by loops over (label, class) pairs, q materialized (positions vectorized)."""
-    num_l, num_c = p_l_c.shape
-    p_l = np.full((num_l, *p_mn_c.shape[1:]), 1.0 / num_l)
-    for _ in range(iterations):
-        numer = np.zeros_like(p_l)
-        for lab, c in itertools.product(range(num_l), range(num_c)):
-            q = p_l[lab] * p_mn_c[c]
-            z = q.sum()
-            if z > 0:
-                numer[lab] += p_c[c] * p_l_c[lab, c] * q / z
-        total = numer.sum(0)
-        p_l = np.where(total > 0, numer / np.where(total > 0, total, 1), 0.0)
-    return p_l
 
 
 def compare_with_loop(

@@ -35,6 +35,7 @@ from lcip.epitome import (
     tile_windows,
     upsample,
 )
+from lcip.epitome_reference import direct_em, direct_embedding, direct_log_posterior
 from lcip.errors import ConfigError, DataError
 from lcip.evaluate import MapSpec, accuracy, evaluate_manifest, mean_iou
 from lcip.manifest import Manifest, Tile
@@ -62,26 +63,6 @@ def _random_epitome(
     return torch.where(valid, mu, 0.0), valid
 
 
-def _direct_log_posterior(
-    patches: npt.NDArray[np.float64],
-    mu: npt.NDArray[np.float64],
-    ok: npt.NDArray[np.bool_],
-    s2: float,
-) -> npt.NDArray[np.float64]:
-    """log p(s | x^t) by a loop over patches and positions (sum of squared differences)."""
-    t_count, _, k, _ = patches.shape
-    ph, pw = ok.shape
-    out = np.full((t_count, ph, pw), -np.inf)
-    for t, s1, s2_ in itertools.product(range(t_count), range(ph), range(pw)):
-        if ok[s1, s2_]:
-            diff = patches[t] - mu[:, s1 : s1 + k, s2_ : s2_ + k]
-            out[t, s1, s2_] = -np.sum(diff**2) / (2 * s2)
-    flat = out.reshape(t_count, -1)
-    top = flat.max(1, keepdims=True)
-    lse = top + np.log(np.exp(flat - top).sum(1, keepdims=True))
-    return (flat - lse).reshape(out.shape)
-
-
 def test_log_posterior_against_direct_loop() -> None:
     mu, valid = _random_epitome(0)
     k = 3
@@ -95,7 +76,7 @@ def test_log_posterior_against_direct_loop() -> None:
     patches = torch.cat([own, other])
     for sigma2 in (0.5, 0.01):
         got = log_posterior(patches, mu, ok, sigma2)
-        ref = _direct_log_posterior(patches.numpy(), mu.numpy(), ok.numpy(), sigma2)
+        ref = direct_log_posterior(patches.numpy(), mu.numpy(), ok.numpy(), sigma2)
         assert np.array_equal(np.isinf(got.numpy()), np.isinf(ref))
         np.testing.assert_allclose(got.exp().numpy(), np.exp(ref), rtol=1e-9, atol=1e-12)
         for t, (r, c) in enumerate(positions.tolist()):  # a patch matches itself best
@@ -103,7 +84,7 @@ def test_log_posterior_against_direct_loop() -> None:
     # float32 (the default) agrees with the float64 loop to ~1e-4 of a probability
     got32 = log_posterior(patches.float(), mu.float(), ok, 0.5).exp().double().numpy()
     np.testing.assert_allclose(
-        got32, np.exp(_direct_log_posterior(*_args(patches, mu, ok))), atol=2e-4
+        got32, np.exp(direct_log_posterior(*_args(patches, mu, ok))), atol=2e-4
     )
 
 
@@ -120,12 +101,8 @@ def test_embedding_against_direct_loop() -> None:
     gen = torch.Generator().manual_seed(3)
     patches = torch.rand(100, 3, k, k, generator=gen, dtype=F64) * 0.3 + 0.35
     classes = torch.tensor([1, 8, 8, 13] * 25)
-    post = np.exp(_direct_log_posterior(patches.numpy(), mu.numpy(), ok.numpy(), 0.05))
-    ref = np.zeros((17, *mu.shape[1:]))
+    ref = direct_embedding(patches.numpy(), classes.numpy(), mu.numpy(), ok.numpy(), 0.05)
     ph, pw = ok.shape
-    for t, s1, s2 in itertools.product(range(100), range(ph), range(pw)):
-        # E_c(m, n) = sum_t [c^t = c] sum_{i,j} p(s = (m - i, n - j) | x^t)
-        ref[classes[t], s1 : s1 + k, s2 : s2 + k] += post[t, s1, s2]
     ph_pw = ph * pw
     # one chunk; chunks of patches; strips of positions with a first pass for the normalizer
     for budget in (2**24, ph_pw * 70, ph_pw * 10, 1):
@@ -139,33 +116,6 @@ def test_embedding_against_direct_loop() -> None:
         p_mn_c.numpy(), ref[[1, 8, 13]] / ref[[1, 8, 13]].sum((1, 2), keepdims=True)
     )
     assert (p_mn_c.numpy()[:, ~valid.numpy()] == 0).all()  # no mass on invalid epitome pixels
-
-
-def _direct_em(
-    p_mn_c: npt.NDArray[np.float64],
-    p_c: npt.NDArray[np.float64],
-    p_l_c: npt.NDArray[np.float64],
-    iterations: int,
-) -> npt.NDArray[np.float64]:
-    """The EM of the module docstring by loops, with q materialized."""
-    num_l, num_c = p_l_c.shape
-    _, h, w = p_mn_c.shape
-    p_l = np.full((num_l, h, w), 1.0 / num_l)
-    for _ in range(iterations):
-        q = np.zeros((num_l, num_c, h, w))
-        for lab, c in itertools.product(range(num_l), range(num_c)):
-            z = sum(p_l[lab, m, n] * p_mn_c[c, m, n] for m in range(h) for n in range(w))
-            for m, n in itertools.product(range(h), range(w)):  # normalized over positions
-                q[lab, c, m, n] = p_l[lab, m, n] * p_mn_c[c, m, n] / z
-        new = np.zeros_like(p_l)
-        for m, n in itertools.product(range(h), range(w)):
-            u = [
-                sum(p_c[c] * p_l_c[lab, c] * q[lab, c, m, n] for c in range(num_c))
-                for lab in range(num_l)
-            ]
-            new[:, m, n] = np.array(u) / sum(u) if sum(u) > 0 else np.nan  # over labels
-        p_l = np.nan_to_num(new)
-    return np.where(np.isnan(new), np.nan, p_l)
 
 
 def _em_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -196,7 +146,7 @@ def test_em_against_direct_loop() -> None:
     for iterations in (1, 2, 5):
         got, ran = em(p_mn_c, p_c, p_l_c, tol=0.0, max_iter=iterations)
         assert ran == iterations
-        ref = _direct_em(p_mn_c.numpy(), p_c.numpy(), p_l_c.numpy(), iterations)
+        ref = direct_em(p_mn_c.numpy(), p_c.numpy(), p_l_c.numpy(), iterations)
         np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-14)
     assert got[:, 0, 0].isnan().all() and not got[:, 1:].isnan().any()
     np.testing.assert_allclose(got[:, 1:].sum(0).numpy(), 1.0)
