@@ -279,28 +279,56 @@ def read_on_grid(
         array of shape (bands, height, width), or (height, width) when ``bands`` is an int.
     """
     with open_raster(path) as src:
-        nodata = src.nodata if fill is None else fill
-        fill_value = 0 if nodata is None else nodata
-        out_dtype = dtype or src.dtypes[0]
-        band_arg: Any = bands if bands is not None else list(range(1, src.count + 1))
-        src_grid = Grid(src.crs, src.transform, src.height, src.width)
-        if src.crs is None:
-            raise DataError(f"{path}: raster has no CRS")
-        aligned = _window_in(src_grid, grid)
-        if aligned is not None:
-            data = src.read(band_arg, window=aligned, boundless=True, fill_value=fill_value)
-        else:
-            with WarpedVRT(
-                src,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=resampling,
-                nodata=fill_value,
-            ) as vrt:
-                data = vrt.read(band_arg)
-        return data.astype(out_dtype, copy=False)
+        return read_src_on_grid(
+            src, grid, bands=bands, resampling=resampling, fill=fill, dtype=dtype, name=str(path)
+        )
+
+
+def read_src_on_grid(
+    src: Any,
+    grid: Grid,
+    *,
+    bands: int | list[int] | None = None,
+    resampling: Resampling = Resampling.nearest,
+    fill: float | None = None,
+    dtype: str | None = None,
+    name: str = "raster",
+) -> npt.NDArray[Any]:
+    """:func:`read_on_grid` for an already open dataset (e.g. a remote one, opened by GDAL).
+
+    Args:
+        src: the open rasterio dataset.
+        grid: target grid.
+        bands: as :func:`read_on_grid`.
+        resampling: as :func:`read_on_grid`.
+        fill: as :func:`read_on_grid`.
+        dtype: as :func:`read_on_grid`.
+        name: the source's name in error messages.
+
+    Returns:
+        as :func:`read_on_grid`.
+    """
+    nodata = src.nodata if fill is None else fill
+    fill_value = 0 if nodata is None else nodata
+    out_dtype = dtype or src.dtypes[0]
+    band_arg: Any = bands if bands is not None else list(range(1, src.count + 1))
+    if src.crs is None:
+        raise DataError(f"{name}: raster has no CRS")
+    aligned = _window_in(Grid(src.crs, src.transform, src.height, src.width), grid)
+    if aligned is not None:
+        data = src.read(band_arg, window=aligned, boundless=True, fill_value=fill_value)
+    else:
+        with WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=resampling,
+            nodata=fill_value,
+        ) as vrt:
+            data = vrt.read(band_arg)
+    return data.astype(out_dtype, copy=False)
 
 
 def _window_in(src: Grid, target: Grid) -> Window | None:

@@ -23,15 +23,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
-from rasterio.vrt import WarpedVRT
 
 import lcip
 from lcip.align import snapped_grid
 from lcip.errors import ConfigError, DownloadError
 from lcip.provenance import PROVENANCE_TAG, provenance
-from lcip.raster import Grid, write_raster
+from lcip.raster import Grid, read_src_on_grid, write_raster
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +80,7 @@ def read_nlcd(url: str, grid: Grid, timeout: float = 60) -> Any:
     try:
         with rasterio.Env(**env), rasterio.open(gdal_path(url)) as src:
             nodata = 0 if src.nodata is None else src.nodata
-            with WarpedVRT(
-                src,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=Resampling.nearest,
-                nodata=nodata,
-            ) as vrt:
-                codes = vrt.read(1)
+            codes = read_src_on_grid(src, grid, bands=1, fill=nodata, name=url)
     except RasterioError as exc:
         raise DownloadError(f"{url}: cannot read NLCD ({' '.join(str(exc).split())})") from None
     if nodata != 0:
