@@ -81,3 +81,32 @@ def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["LCIP_CACHE"] = str(tmp_path_factory.mktemp("lcip-cache"))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A generated 2 x 2 region of 128 px tiles and its cooccurrence matrix (copied by tests)."""
+    import warnings
+
+    from lcip.priors.cooccurrence import count_cooccurrence
+    from lcip.synthetic import RegionConfig, generate_region
+
+    root = tmp_path_factory.mktemp("template") / "region"
+    cfg = RegionConfig(name="tiny", seed=0, tiles_x=2, tiles_y=2, tile_size=128)
+    manifest = Manifest.read(generate_region(cfg, root))
+    with warnings.catch_warnings():  # NLCD codes absent from a tiny region: uniform columns
+        warnings.simplefilter("ignore", UserWarning)
+        coocc = count_cooccurrence(
+            manifest, CHESAPEAKE4, nlcd_layer="nlcd_30m", allow_test=True, progress=False
+        )
+    return root, coocc.matrix
+
+
+@pytest.fixture
+def region(tmp_path: Path, template: tuple[Path, np.ndarray]) -> Path:
+    """A fresh copy of the template region."""
+    import shutil
+
+    root = tmp_path / "region"
+    shutil.copytree(template[0], root)
+    return root

@@ -8,8 +8,6 @@ rebuilds are checked on the files themselves (inode and mtime), not only in the 
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,6 @@ from lcip.errors import ConfigError
 from lcip.manifest import Manifest
 from lcip.priors import learned, recipes
 from lcip.priors.build import TileResult, write_prior
-from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.priors.recipes import MODEL_FILE, RECIPES, PriorRequest, build_prior, register_recipe
 from lcip.provenance import PROVENANCE_TAG, fingerprint
 from lcip.raster import Grid
@@ -74,26 +71,6 @@ Stamps = dict[str, tuple[int, int, bytes]]
 def _generate(root: Path, seed: int = 0) -> Path:
     cfg = RegionConfig(name="tiny", seed=seed, tiles_x=2, tiles_y=2, tile_size=128)
     return generate_region(cfg, root)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, npt.NDArray[np.float64]]:
-    """A generated region and its cooccurrence matrix (copied by each test)."""
-    root = tmp_path_factory.mktemp("template") / "region"
-    manifest = Manifest.read(_generate(root))
-    with warnings.catch_warnings():  # NLCD codes absent from a tiny region: uniform columns
-        warnings.simplefilter("ignore", UserWarning)
-        coocc = count_cooccurrence(
-            manifest, CHESAPEAKE4, nlcd_layer="nlcd_30m", allow_test=True, progress=False
-        )
-    return root, coocc.matrix
-
-
-@pytest.fixture
-def region(tmp_path: Path, template: tuple[Path, npt.NDArray[np.float64]]) -> Path:
-    root = tmp_path / "region"
-    shutil.copytree(template[0], root)
-    return root
 
 
 def _request(

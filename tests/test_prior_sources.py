@@ -4,7 +4,6 @@ vector layers, borrowed cooccurrence matrices, and the raw EnviroAtlas class sch
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from lcip.config import compose_config
 from lcip.errors import ConfigError, DataError, GridMismatchError
 from lcip.manifest import Manifest
 from lcip.priors.build import VectorLayersJob, run_tile_jobs
-from lcip.priors.cooccurrence import Cooccurrence, count_cooccurrence, count_pairs
+from lcip.priors.cooccurrence import Cooccurrence, count_pairs
 from lcip.priors.nlcd import read_nlcd_index
 from lcip.priors.recipes import (
     WITHOUT_COOCCURRENCE,
@@ -42,7 +41,6 @@ from lcip.raster import Grid, write_raster
 from lcip.stages.cooccurrence import cooccurrence as cooccurrence_stage
 from lcip.stages.prior import prior as prior_stage
 from lcip.stages.region import region as region_stage
-from lcip.synthetic import RegionConfig, generate_region
 from tests.conftest import make_grid
 from tests.test_prior_recipes import FUSED, NLCD
 
@@ -54,27 +52,6 @@ PUBLISHED: dict[str, Any] = {
     "smoothing": 1e-4,
 }
 HALO = 4  # the largest fused blur radius
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, npt.NDArray[np.float64]]:
-    """A generated 2 x 2 region of 128 px tiles and its cooccurrence matrix."""
-    root = tmp_path_factory.mktemp("template") / "region"
-    cfg = RegionConfig(name="tiny", seed=0, tiles_x=2, tiles_y=2, tile_size=128)
-    manifest = Manifest.read(generate_region(cfg, root))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        coocc = count_cooccurrence(
-            manifest, CHESAPEAKE4, nlcd_layer="nlcd_30m", allow_test=True, progress=False
-        )
-    return root, coocc.matrix
-
-
-@pytest.fixture
-def region(tmp_path: Path, template: tuple[Path, npt.NDArray[np.float64]]) -> Path:
-    root = tmp_path / "region"
-    shutil.copytree(template[0], root)
-    return root
 
 
 def _request(
