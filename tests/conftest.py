@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +111,18 @@ def region(tmp_path: Path, template: tuple[Path, np.ndarray]) -> Path:
     root = tmp_path / "region"
     shutil.copytree(template[0], root)
     return root
+
+
+def quiet_trainer(root: Path, **kwargs: Any) -> Any:
+    """A CPU Lightning trainer without logger, checkpoints, progress bar or model summary."""
+    import lightning as L
+
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": root,
+    }
+    return L.Trainer(**{**settings, **kwargs})

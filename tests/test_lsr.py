@@ -28,7 +28,7 @@ from lcip.raster import Grid
 from lcip.stages.cooccurrence import cooccurrence
 from lcip.synthetic import RegionConfig
 from lcip.synthetic.write import generate_region
-from tests.conftest import CRS_UTM
+from tests.conftest import CRS_UTM, quiet_trainer
 
 F64 = torch.float64
 C = 4
@@ -249,7 +249,6 @@ def test_dataset_carries_nlcd_and_blocks_only_when_asked(region: Manifest) -> No
 
 
 def test_lsr_trains_through_the_task(region: Manifest, tmp_path: Path) -> None:
-    import lightning as L
 
     from lcip.datamodules import TileDataModule
     from lcip.models import FCN
@@ -277,15 +276,6 @@ def test_lsr_trains_through_the_task(region: Manifest, tmp_path: Path) -> None:
         loss_kwargs={"statistics": str(tmp_path / LSR_NAME)},
     )
     before = [p.detach().clone() for p in task.parameters()]
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(task, datamodule=dm)
     assert any(not torch.equal(a, b) for a, b in zip(before, task.parameters(), strict=True))

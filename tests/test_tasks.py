@@ -9,18 +9,11 @@ from lcip.errors import ConfigError
 from lcip.manifest import Manifest
 from lcip.models import FCN
 from lcip.tasks import DEFAULT_WARMUP_STEPS, ImplicitPosteriorTask
+from tests.conftest import quiet_trainer
 
 
 def _trainer(tmp_path, steps: int) -> L.Trainer:  # type: ignore[no-untyped-def]
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    return quiet_trainer(tmp_path, max_steps=steps)
 
 
 def test_warmup_defaults() -> None:
@@ -161,17 +154,7 @@ def test_cosine_schedule_decays_to_zero_over_the_run(fake_region: Manifest, tmp_
         def on_train_batch_start(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[Spy()],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Spy()])
     trainer.fit(task, datamodule=dm)
     expected = [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]  # 8 steps in all
     assert lrs == pytest.approx(expected)
