@@ -79,13 +79,12 @@ import torch.nn.functional as F
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-import lcip
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest, Tile
-from lcip.predict import _map_writers, _write
+from lcip.predict import map_tags, map_writers, maps_up_to_date, output_paths, write_maps
 from lcip.priors.nlcd import NUM_NLCD, read_nlcd_index
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.provenance import provenance
 from lcip.raster import Grid, open_raster, streaming_env, valid_imagery
 
 log = logging.getLogger(__name__)
@@ -616,11 +615,6 @@ class EpitomeJob:
         }
 
 
-def output_paths(out_dir: Path, tile_id: str) -> dict[str, Path]:
-    """The output files of a tile: ``<out_dir>/<layer>/<tile_id>.tif`` (q_prob, q_class)."""
-    return {name: out_dir / name / f"{tile_id}.tif" for name in OUTPUT_LAYERS}
-
-
 def epitome_windows(
     tile: Tile, job: EpitomeJob
 ) -> Iterator[tuple[Window, torch.Tensor, torch.Tensor]]:
@@ -684,29 +678,22 @@ def epitome_tile(
             outputs are removed).
         DataError: the tile is smaller than one patch, or a file is missing or unreadable.
     """
-    paths = output_paths(out_dir, tile.tile_id)
+    paths = output_paths(out_dir, tile.tile_id, OUTPUT_LAYERS)
     grid = Grid.of(tile.layer(job.image_layer))
     params = job.provenance_params()
     record = provenance(
         params, {"image": tile.layer(job.image_layer), "nlcd": tile.layer(job.nlcd_layer)}
     )
-    counts = {"q_prob": job.scheme.num_classes, "q_class": 1}
-    if not force and all(is_up_to_date(p, record, grid, counts[n]) for n, p in paths.items()):
+    if not force and maps_up_to_date(paths, record, grid, job.scheme.num_classes):
         log.info("tile %s: epitome maps up to date, skipped", tile.tile_id)
         return paths
-    tags = {
-        **{str(k): str(v) for k, v in params.items()},
-        PROVENANCE_TAG: record,
-        "lcip_version": lcip.__version__,
-        "tile_id": tile.tile_id,
-        "output": "q",
-    }
+    tags = map_tags(params, record, tile.tile_id, output="q")
     any_valid = False
     try:
-        with _map_writers(paths, "q", grid, job.scheme, tags) as (prob_dst, class_dst):
+        with map_writers(paths, "q", grid, job.scheme, tags) as (prob_dst, class_dst):
             for window, prob, ok in epitome_windows(tile, job):
                 any_valid |= bool(ok.any())
-                _write(prob_dst, class_dst, prob.log(), ok, window)
+                write_maps(prob_dst, class_dst, prob.log(), ok, window)
             if not any_valid:
                 raise NoValidPixelError(
                     f"{tile.layer(job.image_layer)}: tile {tile.tile_id} has no pixel with "
@@ -781,7 +768,6 @@ __all__ = [
     "extract_patches",
     "log_likelihood",
     "log_posterior",
-    "output_paths",
     "params_from",
     "position_validity",
     "sample_patches",

@@ -26,7 +26,7 @@ nodata everywhere) is not predicted and its stale outputs are removed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,37 @@ class _NoValidPixel(Exception):
     """Raised inside the q writers to abandon a tile with no valid pixel (nothing is kept)."""
 
 
-def output_paths(out_dir: Path, tile_id: str) -> dict[str, Path]:
+def output_paths(
+    out_dir: Path, tile_id: str, layers: Sequence[str] = OUTPUT_LAYERS
+) -> dict[str, Path]:
     """The output files of a tile: ``<out_dir>/<layer>/<tile_id>.tif`` per output layer."""
-    return {name: out_dir / name / f"{tile_id}.tif" for name in OUTPUT_LAYERS}
+    return {name: out_dir / name / f"{tile_id}.tif" for name in layers}
 
 
 def _band_count(layer: str, num_classes: int) -> int:
     return num_classes if layer.endswith("_prob") else 1
 
 
+def maps_up_to_date(paths: Mapping[str, Path], record: str, grid: Grid, num_classes: int) -> bool:
+    """Whether every output map exists whole on ``grid`` and records exactly ``record``."""
+    return all(
+        is_up_to_date(p, record, grid, _band_count(n, num_classes)) for n, p in paths.items()
+    )
+
+
+def map_tags(params: Mapping[str, Any], record: str, tile_id: str, **extra: str) -> dict[str, str]:
+    """The tags of a tile's output maps: readable parameters, provenance, version, tile id."""
+    return {
+        **{str(k): str(v) for k, v in params.items()},
+        PROVENANCE_TAG: record,
+        "lcip_version": lcip.__version__,
+        "tile_id": tile_id,
+        **extra,
+    }
+
+
 @contextmanager
-def _map_writers(
+def map_writers(
     paths: Mapping[str, Path], output: str, grid: Grid, scheme: ClassScheme, tags: dict[str, str]
 ) -> Iterator[tuple[Any, Any]]:
     """COG writers of one output's probability and class rasters (``output`` = q or r)."""
@@ -96,7 +116,7 @@ def _map_writers(
         yield prob, cls
 
 
-def _write(
+def write_maps(
     dst_prob: Any, dst_cls: Any, log_p: torch.Tensor, valid: torch.Tensor, window: Window
 ) -> None:
     """Write one window of probabilities (NaN where invalid) and classes (255 where invalid)."""
@@ -145,27 +165,20 @@ def predict_tile(
         params, {"image": tile.layer(dataset.layers.image), "prior": tile.layer(prior_layer)}
     )
     num_classes = scheme.num_classes
-    if not force and all(
-        is_up_to_date(p, record, grid, _band_count(n, num_classes)) for n, p in paths.items()
-    ):
+    if not force and maps_up_to_date(paths, record, grid, num_classes):
         log.info("tile %s: outputs up to date, skipped", tile.tile_id)
         return paths
-    tags = {
-        **{str(k): str(v) for k, v in params.items()},
-        PROVENANCE_TAG: record,
-        "lcip_version": lcip.__version__,
-        "tile_id": tile.tile_id,
-    }
+    tags = map_tags(params, record, tile.tile_id)
     sums = torch.zeros(num_classes, dtype=torch.float64)
     count = 0
     windows: list[Window] = []
     # Pass 1: q on block-aligned write windows, each read with its margin of context.
     try:
-        with _map_writers(paths, "q", grid, scheme, {**tags, "output": "q"}) as (qp, qc):
+        with map_writers(paths, "q", grid, scheme, {**tags, "output": "q"}) as (qp, qc):
             for window, log_q, valid in sliding_window_log_probs(model, dataset, tile_index, cfg):
                 sums += log_q[:, valid].exp().double().sum(dim=1)
                 count += int(valid.sum())
-                _write(qp, qc, log_q, valid, window)
+                write_maps(qp, qc, log_q, valid, window)
                 windows.append(window)
             if count == 0:
                 raise _NoValidPixel
@@ -181,7 +194,7 @@ def predict_tile(
     r_tags = {**tags, "output": "r", "r_denominator": "tile"}
     with (
         rasterio.open(paths["q_prob"]) as qsrc,
-        _map_writers(paths, "r", grid, scheme, r_tags) as (rp, rc),
+        map_writers(paths, "r", grid, scheme, r_tags) as (rp, rc),
     ):
         for window in windows:
             q = torch.from_numpy(qsrc.read(window=window))
@@ -194,7 +207,7 @@ def predict_tile(
             log_r = implied_posterior(
                 q.log()[None], log_prior(prior[None], cfg.smoothing), log_denom
             )[0]
-            _write(rp, rc, log_r, valid, window)
+            write_maps(rp, rc, log_r, valid, window)
     return paths
 
 
@@ -251,4 +264,13 @@ def predict_manifest(
     return manifest
 
 
-__all__ = ["OUTPUT_LAYERS", "output_paths", "predict_manifest", "predict_tile"]
+__all__ = [
+    "OUTPUT_LAYERS",
+    "map_tags",
+    "map_writers",
+    "maps_up_to_date",
+    "output_paths",
+    "predict_manifest",
+    "predict_tile",
+    "write_maps",
+]
