@@ -17,6 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from lcip.callbacks import ReleaseProcessGroup
 from lcip.datamodules import ResumableDataLoader, TileDataModule
 from lcip.manifest import Manifest
 from lcip.samplers import RandomCropSampler
@@ -115,6 +116,7 @@ def test_two_gloo_processes_draw_disjoint_shares_every_epoch(
         }
     )
     trainer = build_trainer(node)
+    assert any(isinstance(c, ReleaseProcessGroup) for c in trainer.callbacks)  # ranks end together
     trainer.fit(_Recorder(str(out)), datamodule=dm)
     rec = {
         (r, e): json.loads((out / f"rank{r}_epoch{e}.json").read_text())

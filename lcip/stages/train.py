@@ -96,7 +96,8 @@ def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
 
     The crop samplers shard by rank themselves (:mod:`lcip.samplers`); Lightning's automatic
     ``DistributedSampler`` would wrap them and shard each rank's share once more (and rebuild
-    the resumable loader), so it is switched off.
+    the resumable loader), so it is switched off. Every trainer also gets
+    :class:`~lcip.callbacks.ReleaseProcessGroup`, so DDP ranks leave together.
 
     Args:
         node: trainer config (``_target_: lightning.Trainer``, no :data:`TRAINER_EXTRAS`).
@@ -107,7 +108,10 @@ def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
     """
     from hydra.utils import instantiate
 
-    return instantiate(node, use_distributed_sampler=False, **kwargs)
+    from lcip.callbacks import ReleaseProcessGroup
+
+    callbacks = [*kwargs.pop("callbacks", []), ReleaseProcessGroup()]
+    return instantiate(node, use_distributed_sampler=False, callbacks=callbacks, **kwargs)
 
 
 def trainer_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
