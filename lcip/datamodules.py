@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from lcip.batch_slots import BatchSlots, SlotBatch
 from lcip.classes import ClassScheme, get_scheme
 from lcip.datasets import LayerSpec, TileWindowDataset, collate_windows
 from lcip.errors import ConfigError
@@ -18,7 +19,15 @@ from lcip.samplers import GridCropSampler, RandomCropSampler
 
 
 class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
-    """A training loader whose position inside the epoch is saved in Lightning checkpoints.
+    """The training loader: batches through reusable shared memory, resumable inside an epoch.
+
+    Its workers write batches into a fixed set of shared-memory buffers that it makes before
+    they start (:class:`~lcip.batch_slots.BatchSlots`) and send only the buffer's number; a
+    buffer is written again only once no tensor of the training process uses it. Handing
+    fresh shared memory over for every batch, as PyTorch does, cost about 12 ms per batch of
+    32 crops of 128 px on this project's 2-core VM, more than reading the batch (see
+    BENCHMARKS.md). When CUDA is present (``pin_memory``), batches are copied into pinned
+    memory here, which frees their buffer at once.
 
     Lightning stores the ``state_dict`` of a loader that has one in every checkpoint and hands
     it back to ``load_state_dict`` when a run resumes; the loader then tells its
@@ -29,29 +38,61 @@ class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
         dataset: the dataset.
         sampler: the random crop sampler.
         batch_size: crops per batch.
+        pin_memory: copy batches into pinned (page-locked) memory for a fast transfer to a GPU.
+        reuse_memory: hand batches over through the reused buffers; False: in new memory for
+            every batch, as PyTorch does (kept for comparison in ``scripts/bench_loader.py``).
         **kwargs: further :class:`~torch.utils.data.DataLoader` arguments.
     """
 
     sampler: RandomCropSampler
+    dataset: TileWindowDataset
 
     def __init__(
         self,
         dataset: TileWindowDataset,
         sampler: RandomCropSampler,
         batch_size: int,
+        pin_memory: bool = False,
+        reuse_memory: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
         self._served = 0
+        self._pin = pin_memory
+        self.reuse_memory = reuse_memory
+        self.slots: BatchSlots | None = None
+        #: Batches handed over through a reused buffer, and through new memory.
+        self.slot_hits = 0
+        self.slot_misses = 0
 
     def __iter__(self) -> Any:
         """Batches of the current epoch (the rest of it, when resuming)."""
+        if self.slots is None:  # before the workers start, so that they share the buffers
+            size = self.sampler.size
+            layout = self.dataset.batch_layout(self.batch_size or 1, size, size)
+            self.slots = (
+                BatchSlots.for_loader(layout, self.num_workers, self.prefetch_factor)
+                if self.reuse_memory
+                else BatchSlots(layout, 0, self.num_workers)
+            )
+            self.dataset.slots = self.slots
         self._served = 0
-        for i, batch in enumerate(super().__iter__()):
+        for i, message in enumerate(super().__iter__()):
             if i == 0:  # the sampler has started: it knows how many crops it skipped
                 self._served = self.sampler.offset // (self.batch_size or 1)
             self._served += 1
+            self.slots.release_unused()
+            if isinstance(message, SlotBatch):
+                self.slot_hits += 1
+                batch = self.slots.receive(message)
+            else:
+                self.slot_misses += 1
+                batch = message
+            if self._pin:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            del message
             yield batch
+            del batch
 
     def state_dict(self) -> dict[str, int]:
         """The epoch and the number of batches already served in it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
+from lcip.batch_slots import BatchSlots, Layout, SlotBatch
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
 from lcip.manifest import Manifest
@@ -115,6 +116,9 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         #: Per (tile, layer): a memory map or the cached array; None: read through GDAL.
         self._arrays: dict[tuple[int, str], npt.NDArray[Any] | None] = {}
         self._pid = os.getpid()
+        #: Reusable shared batch buffers, set by the loader that owns them (see
+        #: :meth:`__getitems__`); None: every batch gets new memory.
+        self.slots: BatchSlots | None = None
 
     def _check_prior_bands(self) -> None:
         assert self.layers.prior is not None
@@ -130,6 +134,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         """Pickled without open files or cached arrays (spawned workers reopen their own)."""
         state = dict(self.__dict__)
         state["_handles"], state["_arrays"] = {}, {}
+        state.pop("_scratch_arrays", None)
         return state
 
     @property
@@ -141,6 +146,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         if os.getpid() != self._pid:  # forked into a worker: do not share handles
             self._handles = {}
             self._arrays = {}
+            self.__dict__.pop("_scratch_arrays", None)
             self._pid = os.getpid()
         key = (tile_index, layer)
         if key not in self._handles:
@@ -152,77 +158,195 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
     ) -> npt.NDArray[Any]:
         """Read a window of one layer of one tile (``fill`` outside the tile).
 
-        The part of the window inside the tile is a plain windowed read (or a slice of the
-        cached array) into an array pre-filled with ``fill`` (float32 when ``fill`` is NaN and
-        the layer is integer). Rasterio's ``boundless=True`` reads are not used: each one
-        builds and opens a VRT, which bypasses GDAL's block cache and re-decodes every block
-        it touches (about 40x slower for training crops; see BENCHMARKS.md). A file whose
-        pixels are one contiguous uncompressed array (see :func:`memory_map`, e.g. the
-        training copies of :mod:`lcip.training_copy`) is sliced through a memory map instead
-        of GDAL.
+        Returns an array of the layer's dtype, or float32 when ``fill`` is NaN, the layer is
+        integer and the window reaches past the tile (see :meth:`read_into`).
         """
         src = self._src(tile_index, layer)
-        r0, c0 = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        H, W = src.height, src.width
-        rs, cs, re, ce = max(r0, 0), max(c0, 0), min(r0 + h, H), min(c0 + w, W)
+        r0, c0, h, w = _window_box(window)
+        dtype = np.dtype(src.dtypes[0])
+        inside = r0 >= 0 and c0 >= 0 and r0 + h <= src.height and c0 + w <= src.width
+        if np.isnan(fill) and dtype.kind in "iu" and not inside:
+            dtype = np.dtype(np.float32)
+        out = np.empty((src.count, h, w), dtype=dtype)
+        self.read_into(tile_index, layer, window, out, fill)
+        return out
+
+    def read_into(
+        self,
+        tile_index: int,
+        layer: str,
+        window: Window,
+        out: npt.NDArray[Any],
+        fill: float = 0,
+    ) -> None:
+        """Read a window of the first ``out.shape[0]`` bands of a layer into ``out``.
+
+        The part of the window inside the tile is a plain windowed read (or a slice of the
+        cached array), cast to ``out``'s dtype; the rest of ``out`` is set to ``fill``.
+        Rasterio's ``boundless=True`` reads are not used: each one builds and opens a VRT,
+        which bypasses GDAL's block cache and re-decodes every block it touches (about 40x
+        slower for training crops; see BENCHMARKS.md). A file whose pixels are one contiguous
+        uncompressed array (see :func:`memory_map`, e.g. the training copies of
+        :mod:`lcip.training_copy`) is sliced through a memory map instead of GDAL.
+
+        Args:
+            tile_index: the tile.
+            layer: the layer.
+            window: the window, which may reach past the tile.
+            out: ``(bands, window height, window width)`` destination.
+            fill: value outside the tile.
+        """
+        src = self._src(tile_index, layer)
+        r0, c0, h, w = _window_box(window)
+        bands = out.shape[0]
+        rs, cs = max(r0, 0), max(c0, 0)
+        re, ce = min(r0 + h, src.height), min(c0 + w, src.width)
         key = (tile_index, layer)
         if key not in self._arrays:
             self._arrays[key] = memory_map(src)
             if self._arrays[key] is None and self.cache:
                 self._arrays[key] = src.read()
         full = self._arrays[key]
+        if (rs, cs, re, ce) != (r0, c0, r0 + h, c0 + w):
+            out[...] = fill
+        if re <= rs or ce <= cs:
+            return
+        dst = out[:, rs - r0 : re - r0, cs - c0 : ce - c0]
+        if full is not None:
+            np.copyto(dst, full[:bands, rs:re, cs:ce], casting="unsafe")
+        else:
+            part = src.read(list(range(1, bands + 1)), window=Window(cs, rs, ce - cs, re - rs))
+            np.copyto(dst, part, casting="unsafe")
 
-        def part() -> npt.NDArray[Any]:
-            if full is not None:
-                return full[:, rs:re, cs:ce]
-            data: npt.NDArray[Any] = src.read(window=Window(cs, rs, ce - cs, re - rs))
-            return data
+    def _band_count(self, layer: str) -> int:
+        counts = self.__dict__.setdefault("_bands", {})
+        if layer not in counts:
+            found = set()
+            for tile in self.manifest:
+                with open_raster(tile.layer(layer)) as src:
+                    found.add(src.count)
+            if len(found) != 1:
+                raise DataError(f"layer '{layer}': tiles differ in band count {sorted(found)}")
+            counts[layer] = found.pop()
+        return int(counts[layer])
 
-        if (rs, cs, re, ce) == (r0, c0, r0 + h, c0 + w):
-            return np.array(part()) if full is not None else part()
-        dtype = np.dtype(src.dtypes[0])
-        if np.isnan(fill) and dtype.kind in "iu":
-            dtype = np.dtype(np.float32)
-        out = np.full((src.count, h, w), fill, dtype=dtype)
-        if re > rs and ce > cs:
-            out[:, rs - r0 : re - r0, cs - c0 : ce - c0] = part()
-        return out
+    def batch_layout(self, count: int, height: int, width: int) -> Layout:
+        """Key -> (dtype, shape) of a batch of ``count`` windows of ``height`` x ``width``."""
+        spec = self.layers
+        channels = sum(self._band_count(n) for n in (spec.image, *spec.extra))
+        plane = (count, height, width)
+        layout: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {
+            "image": (torch.float32, (count, channels, height, width)),
+            "tile": (torch.int64, (count,)),
+        }
+        if spec.prior:
+            layout["prior"] = (torch.float32, (count, self.scheme.num_classes, height, width))
+        if spec.label:
+            layout["label"] = (torch.int64, plane)
+        layout["mask"] = (torch.bool, plane)
+        if spec.nlcd:
+            layout["nlcd"] = (torch.int64, plane)
+            layout["block"] = (torch.int64, plane)
+        return layout
+
+    def read_batch(self, keys: Sequence[WindowKey], out: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Read windows of one size into the arrays of a batch (see :meth:`batch_layout`).
+
+        This is where a sample's contents are defined (see the class docstring); single
+        samples (:meth:`__getitem__`) are batches of one.
+
+        Args:
+            keys: the windows ``(tile, row, col, height, width)``, all of one size.
+            out: arrays of a batch layout with at least ``len(keys)`` samples; the first
+                ``len(keys)`` are written.
+        """
+        n, (h, w) = len(keys), keys[0][3:]
+        if any(k[3:] != (h, w) for k in keys):
+            raise ValueError(
+                f"windows of different sizes in one batch: {sorted({k[3:] for k in keys})}"
+            )
+        spec = self.layers
+        bands = self._band_count(spec.image)
+        image, valid = out["image"][:n], out["mask"][:n]
+        windows = [Window(c, r, w, h) for _, r, c, _, _ in keys]
+        for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+            self.read_into(key[0], spec.image, window, image[i, :bands], fill=np.nan)
+            out["tile"][i] = key[0]
+        nodata = [self.image_nodata[k[0]] for k in keys]
+        if len({_nodata_key(v) for v in nodata}) == 1:
+            valid[...] = valid_imagery(image[:, :bands], nodata[0], self.zero_is_nodata)
+        else:
+            for i in range(n):
+                valid[i] = valid_imagery(image[i, :bands], nodata[i], self.zero_is_nodata)
+        for i, (t, r, c, _, _) in enumerate(keys):
+            if not self._window_inside(t, r, c, h, w):
+                valid[i] &= self._inside(t, r, c, h, w)
+        np.divide(image[:, :bands], self.image_scale, out=image[:, :bands])
+        first = bands
+        for name in spec.extra:
+            last = first + self._band_count(name)
+            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+                self.read_into(key[0], name, window, image[i, first:last])
+            first = last
+        valid &= np.isfinite(image).all(axis=1)
+        np.copyto(image, 0.0, where=~valid[:, None])
+        if spec.prior:
+            prior = out["prior"][:n]
+            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+                self.read_into(key[0], spec.prior, window, prior[i], fill=np.nan)
+            valid &= np.isfinite(prior).all(axis=1)
+            np.copyto(prior, 0.0, where=~valid[:, None])
+        if spec.label:
+            raw = self._scratch("label", (n, 1, h, w), np.int32)
+            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+                self.read_into(key[0], spec.label, window, raw[i])
+            out["label"][:n] = self.scheme.map_labels(raw[:, 0])
+        if spec.nlcd:
+            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+                blocks = self.nlcd_blocks(key[0], window)
+                out["nlcd"][i] = blocks["nlcd"].numpy()
+                out["block"][i] = blocks["block"].numpy()
+
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype: type) -> npt.NDArray[Any]:
+        """A reusable work array of this process (fresh large arrays cost page faults)."""
+        buffers = self.__dict__.setdefault("_scratch_arrays", {})
+        if (name, shape) not in buffers:
+            buffers[(name, shape)] = np.empty(shape, dtype=dtype)
+        array: npt.NDArray[Any] = buffers[(name, shape)]
+        return array
 
     def __len__(self) -> int:
         return len(self.manifest)
 
     def __getitem__(self, key: WindowKey) -> dict[str, Tensor]:
         """Read one window ``(tile, row, col, height, width)`` (boundless past the tile edge)."""
-        tile_index, row, col, h, w = key
-        window = Window(col, row, w, h)
-        raw = self.read(tile_index, self.layers.image, window, fill=np.nan)
-        valid = self._inside(tile_index, row, col, h, w)
-        valid &= valid_imagery(raw, self.image_nodata[tile_index], self.zero_is_nodata)
-        image = raw.astype(np.float32)
-        image /= self.image_scale
-        if self.layers.extra:
-            extra = [self.read(tile_index, n, window).astype(np.float32) for n in self.layers.extra]
-            image = np.concatenate([image, *extra], axis=0)
-        valid &= np.isfinite(image).all(axis=0)
-        image[:, ~valid] = 0.0
-        sample: dict[str, Tensor] = {
-            "image": torch.from_numpy(image),
-            "tile": torch.tensor(tile_index, dtype=torch.int64),
+        layout = self.batch_layout(1, key[3], key[4])
+        arrays: dict[str, npt.NDArray[Any]] = {
+            k: np.empty(shape, dtype=_NUMPY[dtype]) for k, (dtype, shape) in layout.items()
         }
-        if self.layers.prior:
-            prior = self.read(tile_index, self.layers.prior, window, fill=np.nan).astype(np.float32)
-            valid &= np.isfinite(prior).all(axis=0)
-            prior[:, ~valid] = 0.0
-            sample["prior"] = torch.from_numpy(prior)
-        if self.layers.label:
-            raw_label = self.read(tile_index, self.layers.label, window)[0]
-            label = self.scheme.map_labels(raw_label).astype(np.int64)
-            sample["label"] = torch.from_numpy(label)
-        sample["mask"] = torch.from_numpy(valid)
-        if self.layers.nlcd:
-            sample.update(self.nlcd_blocks(tile_index, window))
-        return sample
+        self.read_batch([key], arrays)
+        return {k: torch.from_numpy(a.reshape(a.shape[1:])) for k, a in arrays.items()}
+
+    def __getitems__(self, keys: list[WindowKey]) -> dict[str, Tensor] | SlotBatch:
+        """Read a batch of windows of one size, as the loader's collation would stack them.
+
+        With :attr:`slots` set (by :class:`lcip.datamodules.WindowLoader`), the batch is
+        written into a free slot of reusable shared memory and only the slot's number is
+        returned; otherwise into new tensors (in shared memory inside a loader worker, as
+        PyTorch's default collation does, so they are not copied again on their way to the
+        main process).
+        """
+        layout = self.batch_layout(len(keys), keys[0][3], keys[0][4])
+        if self.slots is not None and _fits(layout, self.slots.layout):
+            slot = self.slots.acquire()
+            if slot is not None:
+                views = self.slots.views(slot, len(keys))
+                self.read_batch(keys, {k: v.numpy() for k, v in views.items()})
+                return SlotBatch(slot, len(keys))
+        shared = get_worker_info() is not None
+        batch = {k: _empty(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
+        self.read_batch(keys, {k: v.numpy() for k, v in batch.items()})
+        return batch
 
     def nlcd_blocks(self, tile_index: int, window: Window) -> dict[str, Tensor]:
         """NLCD indices (``nlcd``, 0..16, 0 = nodata) and 30 m block ids (``block``) of a window.
@@ -268,6 +392,47 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             (cols >= 0) & (cols < width)
         )[None, :]
         return inside
+
+    def _window_inside(self, tile_index: int, row: int, col: int, h: int, w: int) -> bool:
+        height, width = self.grids[tile_index].shape
+        return row >= 0 and col >= 0 and row + h <= height and col + w <= width
+
+
+#: NumPy dtype of each torch dtype a batch holds.
+_NUMPY: dict[torch.dtype, type] = {
+    torch.float32: np.float32,
+    torch.int64: np.int64,
+    torch.bool: np.bool_,
+}
+
+
+def _window_box(window: Window) -> tuple[int, int, int, int]:
+    """Row offset, column offset, height and width of a window, as ints."""
+    return int(window.row_off), int(window.col_off), int(window.height), int(window.width)
+
+
+def _nodata_key(value: float | None) -> object:
+    """A hashable stand-in for a nodata value under which NaN equals NaN."""
+    return "nan" if value is not None and np.isnan(value) else value
+
+
+def _empty(dtype: torch.dtype, shape: tuple[int, ...], shared: bool) -> Tensor:
+    """An uninitialized tensor, in shared memory when ``shared``."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def _fits(layout: Layout, slot: Layout) -> bool:
+    """Whether a batch of ``layout`` fits a slot of layout ``slot`` (same arrays, room)."""
+    if layout.keys() != slot.keys():
+        return False
+    for key, (dtype, shape) in layout.items():
+        slot_dtype, slot_shape = slot[key]
+        if dtype != slot_dtype or shape[1:] != slot_shape[1:] or shape[0] > slot_shape[0]:
+            return False
+    return True
 
 
 def memory_map(src: Any) -> npt.NDArray[Any] | None:
@@ -319,24 +484,25 @@ def memory_map(src: Any) -> npt.NDArray[Any] | None:
     )
 
 
-def collate_windows(samples: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+def collate_windows(
+    samples: Sequence[dict[str, Tensor]] | dict[str, Tensor] | SlotBatch,
+) -> dict[str, Tensor] | SlotBatch:
     """Stack window samples into a batch (all windows have the same size).
 
-    The copy is a single-threaded ``numpy.stack``: ``torch.stack`` of CPU tensors goes through
-    torch's intra-op thread pool, whose barrier waits cost 0.1-0.5 s per batch on a busy
-    machine (measured with 2 threads on a shared 2-core VM; see BENCHMARKS.md). In a loader
-    worker the batch is stacked straight into shared memory, as PyTorch's default collation
-    does, so it is not copied again on its way to the main process.
+    A batch read whole by :meth:`TileWindowDataset.__getitems__` (a dict of tensors, or the
+    slot it was written into) is returned as it is. A list of samples is stacked with a
+    single-threaded ``numpy.stack``: ``torch.stack`` of CPU tensors goes through torch's
+    intra-op thread pool, whose barrier waits cost 0.1-0.5 s per batch on a busy machine
+    (measured with 2 threads on a shared 2-core VM; see BENCHMARKS.md). In a loader worker the
+    batch is stacked straight into shared memory, as PyTorch's default collation does, so it
+    is not copied again on its way to the main process.
     """
+    if isinstance(samples, (dict, SlotBatch)):
+        return samples
     shared = get_worker_info() is not None
     batch: dict[str, Tensor] = {}
     for key, first in samples[0].items():
-        shape = (len(samples), *first.shape)
-        if shared:
-            storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
-            out = first.new(storage).resize_(*shape)
-        else:
-            out = torch.empty(shape, dtype=first.dtype)
+        out = _empty(first.dtype, (len(samples), *first.shape), shared)
         np.stack([s[key].numpy() for s in samples], out=out.numpy())
         batch[key] = out
     return batch

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from lcip.batch_slots import SlotBatch
 from lcip.datasets import TileWindowDataset, WindowKey, collate_windows
 from lcip.errors import ConfigError
 from lcip.losses import log_probs
@@ -206,6 +207,10 @@ class _Windows(Dataset[dict[str, torch.Tensor]]):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.dataset[self.keys[i]]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor] | SlotBatch:
+        """A batch of windows (of one size) read whole."""
+        return self.dataset.__getitems__([self.keys[i] for i in indices])
 
 
 __all__ = [

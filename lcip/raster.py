@@ -597,20 +597,20 @@ def valid_imagery(
     (NAIP mosaics fill areas outside the flight lines with black).
 
     Args:
-        data: (bands, height, width) imagery.
+        data: (bands, height, width) imagery, or a batch of it (..., bands, height, width).
         nodata: the raster's nodata value (None if it has none).
         zero_is_nodata: treat all-zero pixels as nodata when ``nodata`` is None.
 
     Returns:
-        bool (height, width), True where the pixel holds data.
+        bool (..., height, width), True where the pixel holds data.
     """
     valid: npt.NDArray[np.bool_] = (
-        ~np.isnan(data).any(axis=0)
+        ~np.isnan(data).any(axis=-3)
         if data.dtype.kind == "f"
-        else (np.ones(data.shape[1:], dtype=bool))
+        else (np.ones(data.shape[:-3] + data.shape[-2:], dtype=bool))
     )
     if nodata is not None and not np.isnan(nodata):
-        valid &= ~(data == nodata).all(axis=0)
+        valid &= ~(data == nodata).all(axis=-3)
     elif nodata is None and zero_is_nodata:
-        valid &= (data != 0).any(axis=0)
+        valid &= (data != 0).any(axis=-3)
     return valid

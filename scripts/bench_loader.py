@@ -6,17 +6,20 @@ labels uint8), it measures
 1. crops per second of lcip's training loader (``TileDataModule.train_dataloader``: random
    128 x 128 crops from many tiles, imagery + prior + labels + validity mask) and of TorchGeo's
    stock pipeline for the same files (``RasterDataset`` for imagery, prior and labels,
-   intersected with ``&``, ``RandomBatchGeoSampler``, ``stack_samples``), at 0 and 2 workers;
-   lcip also with GDAL's block cache off (every crop decodes its blocks, as on a region much
-   larger than the cache) from the DEFLATE tiles and from its training copy
-   (:mod:`lcip.training_copy`);
-2. where lcip's loading time goes (0 workers): window reads (GDAL decode + copy), the rest of
-   the sample (validity masks, scaling, NaN handling, tensors) and collation;
-3. a training step of the FCN with the QR loss on this CPU: model-only (a batch already in
-   memory) vs full (loader + step), in fp32 and in bf16 autocast, contiguous and
-   channels_last.
+   intersected with ``&``, ``RandomBatchGeoSampler``, ``stack_samples``), at 0 and
+   ``--workers`` workers; lcip also with GDAL's block cache off (every crop decodes its
+   blocks, as on a region much larger than the cache) from the DEFLATE tiles and from its
+   training copy (:mod:`lcip.training_copy`), the latter also with batches handed over in new
+   shared memory, as PyTorch does, instead of lcip's reused buffers
+   (:mod:`lcip.batch_slots`);
+2. where lcip's loading time goes (0 workers): window reads (GDAL decode or memory-map copy)
+   and the rest of a batch (validity masks, scaling, NaN handling, label mapping);
+3. a training step of the FCN with the QR loss on ``--device``: model-only (a batch already on
+   the device) vs full (loader + transfer + step), and the transfer alone, in fp32 and in bf16
+   autocast, contiguous and channels_last.
 
-    python scripts/bench_loader.py [--batches 30] [--filters 16] [--steps 3] [--tile-size 1024]
+    python scripts/bench_loader.py [--batches 30] [--workers 2] [--filters 16] [--steps 3]
+        [--device cuda --step-workers 8]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from lcip.classes import CHESAPEAKE4
 from lcip.datamodules import TileDataModule
-from lcip.datasets import TileWindowDataset, collate_windows
+from lcip.datasets import TileWindowDataset
 from lcip.losses import build_loss
 from lcip.manifest import Manifest
 from lcip.models import FCN
@@ -63,8 +66,12 @@ def lcip_loader(
     batches: int,
     workers: int,
     copy: Path | None = None,
+    reuse_memory: bool = True,
 ) -> Any:
-    """Lcip's training loader over every tile of the manifest (``copy``: training layout)."""
+    """Lcip's training loader over every tile of the manifest (``copy``: training layout).
+
+    ``reuse_memory=False`` hands every batch over in new shared memory, as PyTorch does.
+    """
     dm = TileDataModule(
         manifest,
         CHESAPEAKE4,
@@ -77,7 +84,9 @@ def lcip_loader(
         training_copy=copy,
     )
     dm.setup("fit")
-    return dm.train_dataloader()
+    loader = dm.train_dataloader()
+    loader.reuse_memory = reuse_memory
+    return loader
 
 
 def torchgeo_loader(root: Path, crop: int, batch: int, batches: int, workers: int) -> Any:
@@ -118,61 +127,80 @@ def crops_per_second(loader: Any, batch: int, batches: int) -> float:
     return batch * batches / (time.perf_counter() - start)
 
 
-def loading_split(manifest: Manifest, crop: int, batch: int, batches: int) -> dict[str, float]:
-    """Seconds per batch in window reads, the rest of ``__getitem__``, and collation."""
-    loader = lcip_loader(manifest, crop, batch, batches, 0)
+def loading_split(
+    manifest: Manifest, crop: int, batch: int, batches: int, copy: Path | None = None
+) -> dict[str, float]:
+    """Seconds per batch in window reads and in the rest of a batch (masks, scaling, labels).
+
+    Batches are read whole into their final arrays (:meth:`TileWindowDataset.read_batch`):
+    there is no collation copy, and a worker's hand-over of a reused buffer costs no copy.
+    """
+    loader = lcip_loader(manifest, crop, batch, batches, 0, copy)
     dataset: TileWindowDataset = loader.dataset
-    spent = {"read": 0.0, "sample": 0.0, "collate": 0.0}
-    read = dataset.read
+    spent = {"read": 0.0, "rest": 0.0}
+    read_into = dataset.read_into
 
-    def timed_read(*args: Any, **kwargs: Any) -> Any:
+    def timed_read(*args: Any, **kwargs: Any) -> None:
         t0 = time.perf_counter()
-        out = read(*args, **kwargs)
+        read_into(*args, **kwargs)
         spent["read"] += time.perf_counter() - t0
-        return out
 
-    dataset.read = timed_read  # type: ignore[method-assign]
+    dataset.read_into = timed_read  # type: ignore[method-assign]
     keys = iter(loader.sampler)
     for i in range(batches + 1):
         if i == 1:
             spent = dict.fromkeys(spent, 0.0)
         t0 = time.perf_counter()
-        samples = [dataset[next(keys)] for _ in range(batch)]
-        t1 = time.perf_counter()
-        collate_windows(samples)
-        t2 = time.perf_counter()
-        spent["sample"] += t1 - t0
-        spent["collate"] += t2 - t1
-    spent["sample"] -= spent["read"]
+        dataset.__getitems__([next(keys) for _ in range(batch)])
+        spent["rest"] += time.perf_counter() - t0
+    spent["rest"] -= spent["read"]
     return {k: v / batches for k, v in spent.items()}
 
 
 def step_times(
-    loader: Any, filters: int, steps: int, bf16: bool, channels_last: bool
-) -> tuple[float, float]:
-    """Median seconds of a model-only step (fixed batch) and of a full step (loader + step)."""
+    loader: Any, filters: int, steps: int, bf16: bool, channels_last: bool, device: str
+) -> tuple[float, float, float]:
+    """Median seconds of a model-only step, a full step and the batch transfer.
+
+    Model only: a batch already on the device. Full: the next batch from the loader, its
+    transfer to the device and the step. Transfer: moving a batch to the device (0 on the CPU).
+    """
     torch.manual_seed(0)
-    model = FCN(4, 4, num_filters=filters)
+    dev = torch.device(device)
+    model = FCN(4, 4, num_filters=filters).to(dev)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     loss_fn = build_loss("qr")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
+    def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+
     def step(batch: dict[str, torch.Tensor]) -> None:
         image = batch["image"].contiguous(memory_format=fmt)
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             logits = model(image)
         loss = loss_fn(logits.float(), batch["prior"], batch["mask"])
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def transfer(batch: dict[str, torch.Tensor]) -> None:
+        to_device(batch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     it: Iterator[dict[str, torch.Tensor]] = iter(loader)
-    fixed = next(it)
-    step(fixed)  # warm-up
+    fixed = to_device(next(it))
+    for _ in range(3):  # warm-up (cuDNN autotuning, allocator)
+        step(fixed)
     model_only = _median(lambda: step(fixed), steps)
-    full = _median(lambda: step(next(it)), steps)
-    return model_only, full
+    host = next(it)
+    moved = _median(lambda: transfer(host), steps) if dev.type != "cpu" else 0.0
+    full = _median(lambda: step(to_device(next(it))), steps)
+    return model_only, full, moved
 
 
 def _median(fn: Callable[[], None], repeat: int) -> float:
@@ -194,10 +222,16 @@ def main() -> None:
     parser.add_argument("--tiles-x", type=int, default=3)
     parser.add_argument("--tiles-y", type=int, default=2)
     parser.add_argument("--tile-size", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=2, help="loader workers besides 0")
     parser.add_argument("--filters", type=int, default=16, help="FCN width for the step times")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--device", default="cpu", help="device of the step times (cpu, cuda)")
+    parser.add_argument(
+        "--step-workers", type=int, default=0, help="loader workers of the full steps"
+    )
     parser.add_argument("--skip-steps", action="store_true", help="loaders only")
     args = parser.parse_args()
+    counts = (0, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         manifest = make_region(root, args.tiles_x, args.tiles_y, args.tile_size)
@@ -206,7 +240,7 @@ def main() -> None:
         torch.set_num_threads(1)  # as in loader workers; see collate_windows
         copy = root / "training_copy"
         lcip_loader(manifest, args.crop, args.batch, 1, 0, copy)  # make the copies
-        for workers in (0, 2):
+        for workers in counts:
             rates[("lcip", workers)] = crops_per_second(
                 lcip_loader(manifest, args.crop, args.batch, args.batches, workers),
                 args.batch,
@@ -218,53 +252,78 @@ def main() -> None:
                 args.batches,
             )
             with rasterio.Env(GDAL_CACHEMAX=0):  # every crop decodes: a region >> the cache
-                for name, source in (("lcip, no block cache", None), ("lcip copy", copy)):
+                for name, source, reuse in (
+                    ("lcip, no block cache", None, True),
+                    ("lcip copy, new memory", copy, False),
+                    ("lcip copy", copy, True),
+                ):
                     loader = lcip_loader(
-                        manifest, args.crop, args.batch, args.batches, workers, source
+                        manifest, args.crop, args.batch, args.batches, workers, source, reuse
                     )
                     rates[(name, workers)] = crops_per_second(loader, args.batch, args.batches)
-        split = loading_split(manifest, args.crop, args.batch, args.batches)
+        splits = {
+            "DEFLATE tiles, warm block cache": loading_split(
+                manifest, args.crop, args.batch, args.batches
+            ),
+            "training copy": loading_split(manifest, args.crop, args.batch, args.batches, copy),
+        }
         torch.set_num_threads(threads)
         steps = []
         if not args.skip_steps:
             for bf16, cl in ((False, False), (False, True), (True, False), (True, True)):
-                loader = lcip_loader(manifest, args.crop, args.batch, 2 * args.steps + 2, 0)
-                steps.append((bf16, cl, *step_times(loader, args.filters, args.steps, bf16, cl)))
+                loader = lcip_loader(
+                    manifest, args.crop, args.batch, 3 * args.steps + 6, args.step_workers, copy
+                )
+                times = step_times(loader, args.filters, args.steps, bf16, cl, args.device)
+                steps.append((bf16, cl, *times))
     n = len(manifest)
     print(
         f"\n{n} tiles of {args.tile_size} px, crops of {args.crop} px, batches of {args.batch}, "
         f"{args.batches} timed batches; loaders with 1 torch thread, steps with "
         f"{torch.get_num_threads()}\n"
     )
-    print("| loader | GDAL block cache | workers | crops/s | vs TorchGeo |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| loader | GDAL block cache | batch hand-over | workers | crops/s | vs TorchGeo |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
     rows = (
-        ("torchgeo", "TorchGeo 0.8.1 RasterDatasets + RandomBatchGeoSampler", "default"),
-        ("lcip", "lcip, DEFLATE tiles", "default (region fits)"),
-        ("lcip, no block cache", "lcip, DEFLATE tiles", "0 (region >> cache)"),
-        ("lcip copy", "lcip, training copy", "0 (region >> cache)"),
+        ("torchgeo", "TorchGeo 0.8.1 RasterDatasets + RandomBatchGeoSampler", "default", "new"),
+        ("lcip", "lcip, DEFLATE tiles", "default (region fits)", "reused"),
+        ("lcip, no block cache", "lcip, DEFLATE tiles", "0 (region >> cache)", "reused"),
+        ("lcip copy, new memory", "lcip, training copy", "0 (region >> cache)", "new"),
+        ("lcip copy", "lcip, training copy", "0 (region >> cache)", "reused"),
     )
-    for workers in (0, 2):
+    for workers in counts:
         base = rates[("torchgeo", workers)]
-        for key, label, cache in rows:
+        for key, label, cache, handover in rows:
             rate = rates[(key, workers)]
-            print(f"| {label} | {cache} | {workers} | {rate:.0f} | {rate / base:.1f}x |")
-    total = sum(split.values())
+            print(
+                f"| {label} | {cache} | {handover} | {workers} | {rate:.0f} | {rate / base:.1f}x |"
+            )
     print("\nlcip loading, 0 workers (ms per batch):")
-    print("| window reads (decode + copy) | masks, scaling, tensors | collation | total |")
-    print("| ---: | ---: | ---: | ---: |")
-    print(
-        f"| {1e3 * split['read']:.1f} | {1e3 * split['sample']:.1f} | "
-        f"{1e3 * split['collate']:.1f} | {1e3 * total:.1f} |"
-    )
+    print("| tiles | window reads (decode + copy) | masks, scaling, labels | total |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, split in splits.items():
+        total = sum(split.values())
+        print(
+            f"| {name} | {1e3 * split['read']:.1f} | {1e3 * split['rest']:.1f} | "
+            f"{1e3 * total:.1f} |"
+        )
     if steps:
-        print(f"\nQR training step, FCN {args.filters} filters, CPU (s per step, median):")
-        print("| precision | memory format | model only | full (loader + step) | full / model |")
-        print("| --- | --- | ---: | ---: | ---: |")
-        for bf16, cl, model_only, full in steps:
+        print(
+            f"\nQR training step, FCN {args.filters} filters, {args.device}, loader with "
+            f"{args.step_workers} workers on the training copy (s per step, median):"
+        )
+        print(
+            "| precision | memory format | model only | full (loader + transfer + step) | "
+            "transfer | model / full |"
+        )
+        print("| --- | --- | ---: | ---: | ---: | ---: |")
+        for bf16, cl, model_only, full, moved in steps:
             prec = "bf16 autocast" if bf16 else "fp32"
             fmt = "channels_last" if cl else "contiguous"
-            print(f"| {prec} | {fmt} | {model_only:.3f} | {full:.3f} | {full / model_only:.2f} |")
+            print(
+                f"| {prec} | {fmt} | {model_only:.4f} | {full:.4f} | {moved:.4f} | "
+                f"{100 * model_only / full:.0f} % |"
+            )
         base = steps[0][2]
         best = min(steps, key=lambda s: s[2])
         print(

@@ -1,0 +1,158 @@
+"""Reusable shared-memory batch buffers between loader workers and the training process.
+
+PyTorch's loader workers put every batch into a fresh shared-memory segment that the main
+process maps and unmaps again. For a training batch of 32 crops of 128 px (about 21 MB of
+float32 imagery and prior) creating, first touching and freeing that segment costs about 12 ms
+per batch on the 2-core VM this project is developed on: an empty loader that does nothing but
+hand over such batches tops out near 2600 crops/s with one worker (see BENCHMARKS.md), which
+caps any real loader there. Handing over the same, already mapped buffers costs under 1 ms.
+
+:class:`BatchSlots` holds a fixed number of such buffers (slots), made once by the loader in the
+main process before its workers start (forked workers inherit them; spawned workers receive
+them through PyTorch's shared-memory pickling). Slot ``s`` belongs to worker
+``s % num_workers``; a slot's state, kept in a shared array, moves
+
+    FREE --(its worker claims it and writes a batch)--> SENT
+    SENT --(the main process turns the message into tensors)--> HELD
+    HELD --(no tensor of the main process uses the buffer any longer)--> FREE
+
+so every state change has a single writer. The main process frees a slot only when PyTorch's
+use count of the slot's storage is back to the slot table's own reference: a batch, a view
+of it, a NumPy array over it or anything else that keeps its memory alive keeps the slot
+held, whatever the consumer does with it. A worker that finds none of its slots free (the
+consumer is holding many batches) falls back to a fresh buffer, so nothing ever waits and
+no held batch is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils.data import get_worker_info
+
+#: Slot states (see the module docstring).
+FREE, SENT, HELD = 0, 1, 2
+
+#: Byte alignment of each array inside a slot.
+ALIGN = 64
+
+#: A batch layout: key -> (dtype, shape with the batch dimension first).
+Layout = Mapping[str, tuple[torch.dtype, tuple[int, ...]]]
+
+
+@dataclass(frozen=True)
+class SlotBatch:
+    """What a worker sends for a batch written into a slot: the slot and the number of samples."""
+
+    slot: int
+    count: int
+
+
+def storage_use_count(storage: torch.UntypedStorage) -> int:
+    """How many references (tensors, storages) keep ``storage``'s memory alive in this process.
+
+    PyTorch's own multiprocessing code counts storage references the same way.
+    """
+    return int(torch._C._storage_Use_Count(StorageWeakRef(storage).cdata))
+
+
+class BatchSlots:
+    """A fixed set of shared-memory buffers, each holding one batch of a fixed layout.
+
+    Args:
+        layout: key -> (dtype, shape) of a full batch (batch dimension first).
+        slots_per_worker: buffers per worker (in flight plus held by the consumer; see
+            :meth:`for_loader`).
+        num_workers: loader workers (0: the main process writes the batches itself).
+    """
+
+    def __init__(self, layout: Layout, slots_per_worker: int, num_workers: int) -> None:
+        self.layout = {k: (dtype, tuple(shape)) for k, (dtype, shape) in layout.items()}
+        self.writers = max(num_workers, 1)
+        self.offsets: dict[str, int] = {}
+        nbytes = 0
+        for key, (dtype, shape) in self.layout.items():
+            self.offsets[key] = nbytes
+            size = math.prod(shape) * dtype.itemsize
+            nbytes += -(-size // ALIGN) * ALIGN
+        self.nbytes = nbytes
+        count = slots_per_worker * self.writers
+        shared = num_workers > 0
+        self.storages = [
+            torch.UntypedStorage._new_shared(nbytes) if shared else torch.UntypedStorage(nbytes)
+            for _ in range(count)
+        ]
+        state = torch.zeros(count, dtype=torch.int8)
+        self.state = state.share_memory_() if shared else state
+
+    @classmethod
+    def for_loader(
+        cls, layout: Layout, num_workers: int, prefetch_factor: int | None
+    ) -> BatchSlots:
+        """Slots for a loader: each worker's prefetched batches plus three held downstream.
+
+        The consumer holds the batch it trains on and the one Lightning fetches ahead; a third
+        covers the batch being turned into tensors.
+        """
+        in_flight = (prefetch_factor or 2) if num_workers > 0 else 1
+        return cls(layout, in_flight + 3, num_workers)
+
+    def __len__(self) -> int:
+        return len(self.storages)
+
+    def views(self, slot: int, count: int | None = None) -> dict[str, Tensor]:
+        """New tensors over slot ``slot`` (the first ``count`` samples of each array)."""
+        storage = self.storages[slot]
+        out: dict[str, Tensor] = {}
+        for key, (dtype, shape) in self.layout.items():
+            n = shape[0] if count is None else count
+            view = torch.empty(0, dtype=dtype).set_(
+                storage,
+                self.offsets[key] // dtype.itemsize,
+                (n, *shape[1:]),
+                _contiguous_strides(shape),
+            )
+            out[key] = view
+        return out
+
+    def acquire(self) -> int | None:
+        """Claim a free slot of the calling worker (None when all of them are in use)."""
+        info = get_worker_info()
+        worker, writers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if writers != self.writers:
+            return None
+        state = self.state.numpy()
+        for slot in range(worker, len(self), writers):
+            if state[slot] == FREE:
+                state[slot] = SENT
+                return slot
+        return None
+
+    def receive(self, message: SlotBatch) -> dict[str, Tensor]:
+        """The batch a worker wrote into ``message.slot`` (main process), as tensors over it."""
+        self.state.numpy()[message.slot] = HELD
+        return self.views(message.slot, message.count)
+
+    def release_unused(self) -> None:
+        """Free every held slot whose buffer no tensor of this process uses any longer."""
+        state = self.state.numpy()
+        for slot, storage in enumerate(self.storages):
+            if state[slot] == HELD and storage_use_count(storage) == 1:
+                state[slot] = FREE
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+__all__ = ["FREE", "HELD", "SENT", "BatchSlots", "Layout", "SlotBatch", "storage_use_count"]

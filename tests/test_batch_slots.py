@@ -1,0 +1,115 @@
+"""Reusable shared batch buffers: freed only when unused; worker batches exact and kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lcip.batch_slots import FREE, HELD, SENT, BatchSlots, SlotBatch
+from lcip.classes import CHESAPEAKE4
+from lcip.datamodules import TileDataModule
+from lcip.datasets import LayerSpec, TileWindowDataset, collate_windows
+from lcip.manifest import Manifest
+from lcip.raster import Grid, read_on_grid, write_raster
+
+LAYOUT = {
+    "image": (torch.float32, (4, 3, 8, 8)),
+    "tile": (torch.int64, (4,)),
+    "mask": (torch.bool, (4, 8, 8)),
+}
+
+
+def test_a_slot_is_freed_only_when_no_tensor_uses_it() -> None:
+    slots = BatchSlots(LAYOUT, slots_per_worker=2, num_workers=0)
+    assert len(slots) == 2 and slots.nbytes % 64 == 0
+    first, second = slots.acquire(), slots.acquire()
+    assert (first, second) == (0, 1) and slots.acquire() is None  # both claimed
+    assert slots.state.tolist() == [SENT, SENT]
+    writer = slots.views(first, 3)
+    writer["image"].fill_(1.5)
+    writer["tile"][:] = torch.tensor([7, 8, 9])
+    del writer
+    batch = slots.receive(SlotBatch(first, 3))
+    assert batch["image"].shape == (3, 3, 8, 8) and batch["mask"].dtype == torch.bool
+    assert float(batch["image"].sum()) == 1.5 * 3 * 3 * 64 and batch["tile"].tolist() == [7, 8, 9]
+    slots.release_unused()
+    assert slots.state.tolist() == [HELD, SENT]  # sent slots are never freed by the receiver
+    # anything that keeps the memory alive keeps the slot held: a view, a NumPy array
+    part = batch["image"][:, :1]
+    array = batch["mask"].numpy()
+    del batch
+    slots.release_unused()
+    assert slots.state[first] == HELD
+    del part
+    slots.release_unused()
+    assert slots.state[first] == HELD
+    del array
+    slots.release_unused()
+    assert slots.state[first] == FREE and slots.acquire() == first
+
+
+def test_slots_belong_to_their_worker() -> None:
+    slots = BatchSlots(LAYOUT, slots_per_worker=3, num_workers=2)
+    assert len(slots) == 6 and slots.state.is_shared()
+    assert slots.acquire() is None  # the main process is not one of the two writers
+
+
+def test_a_batch_read_whole_equals_its_samples(fake_region: Manifest) -> None:
+    # tile 2 declares a nodata value, so one batch mixes nodata rules (the per-crop branch)
+    tile = fake_region.tiles[2]
+    grid = Grid.of(tile.layer("naip"))
+    naip = read_on_grid(tile.layer("naip"), grid)
+    naip[:, 20:30] = 9
+    write_raster(tile.layer("naip"), naip, grid, nodata=9)
+    ds = TileWindowDataset(fake_region, LayerSpec("naip", "prior", "lc"), CHESAPEAKE4)
+    mixed = [(1, 4, 10, 32, 32), (0, -5, 80, 32, 32), (2, 10, -3, 32, 32), (3, 70, 70, 32, 32)]
+    same = [(0, 0, 0, 32, 32), (1, 64, 64, 32, 32), (3, -8, -8, 32, 32)]
+    for keys in (mixed, same):
+        batch = ds.__getitems__(keys)
+        assert isinstance(batch, dict)
+        expected = collate_windows([ds[k] for k in keys])
+        assert isinstance(expected, dict) and batch.keys() == expected.keys()
+        for key in batch:
+            torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+    nodata_rows = ds.__getitems__(mixed)
+    assert isinstance(nodata_rows, dict)
+    assert not nodata_rows["mask"][2, 10:20].any() and nodata_rows["mask"][2, :10, 3:].all()
+    with pytest.raises(ValueError, match="windows of different sizes"):
+        ds.__getitems__([(0, 0, 0, 32, 32), (0, 0, 0, 16, 16)])
+
+
+def test_worker_batches_are_exact_and_held_batches_never_change(fake_region: Manifest) -> None:
+    def loader(workers: int) -> object:
+        dm = TileDataModule(
+            fake_region, "chesapeake4", crop_size=32, batch_size=4, steps_per_epoch=30
+        )
+        dm.num_workers = workers
+        dm.setup("fit")
+        return dm.train_dataloader()
+
+    workers = loader(2)
+    keys = list(workers.sampler)  # type: ignore[attr-defined]
+    reference = workers.dataset  # type: ignore[attr-defined]
+    held, copies = [], []
+    for i, batch in enumerate(workers):  # type: ignore[attr-defined]
+        start = 4 * i
+        expected = collate_windows([reference[k] for k in keys[start : start + 4]])
+        assert isinstance(expected, dict)
+        for key in expected:
+            torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+        if i % 3 == 0:  # a consumer that keeps some batches: they must stay as they were
+            held.append(batch)
+            copies.append({k: v.clone() for k, v in batch.items()})
+    for batch, copy in zip(held, copies, strict=True):
+        for key in copy:
+            assert torch.equal(batch[key], copy[key]), key
+    # both hand-overs ran: reused buffers, and new memory while the held batches filled them
+    assert workers.slot_hits >= 10 and workers.slot_misses >= 1  # type: ignore[attr-defined]
+    assert workers.slot_hits + workers.slot_misses == 30  # type: ignore[attr-defined]
+    single = loader(0)
+    for i, batch in enumerate(single):  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(
+            batch["tile"].numpy(), [k[0] for k in keys[4 * i : 4 * i + 4]]
+        )
+    assert single.slot_misses == 0  # type: ignore[attr-defined]
