@@ -92,4 +92,32 @@ def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 
 
-__all__ = ["atomic_path", "atomic_write", "create_temporary", "write_text"]
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    Other processes asking for the same lock wait (an advisory ``flock``, which also holds
+    across the nodes of a cluster file system that supports it). Used where many processes
+    would otherwise make the same files at once, e.g. every DDP rank or SLURM task of a run
+    building the same training copies: one builds, the others then find them up to date.
+    Without ``fcntl`` (Windows) the block runs unlocked; writes stay atomic either way.
+
+    Args:
+        path: the lock file; parent folders are created.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+__all__ = ["atomic_path", "atomic_write", "create_temporary", "file_lock", "write_text"]

@@ -344,7 +344,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
                 self.read_batch(keys, {k: v.numpy() for k, v in views.items()})
                 return SlotBatch(slot, len(keys))
         shared = get_worker_info() is not None
-        batch = {k: _empty(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
+        batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
         self.read_batch(keys, {k: v.numpy() for k, v in batch.items()})
         return batch
 
@@ -416,7 +416,7 @@ def _nodata_key(value: float | None) -> object:
     return "nan" if value is not None and np.isnan(value) else value
 
 
-def _empty(dtype: torch.dtype, shape: tuple[int, ...], shared: bool) -> Tensor:
+def empty_tensor(dtype: torch.dtype, shape: tuple[int, ...], shared: bool) -> Tensor:
     """An uninitialized tensor, in shared memory when ``shared``."""
     if not shared:
         return torch.empty(shape, dtype=dtype)
@@ -502,7 +502,7 @@ def collate_windows(
     shared = get_worker_info() is not None
     batch: dict[str, Tensor] = {}
     for key, first in samples[0].items():
-        out = _empty(first.dtype, (len(samples), *first.shape), shared)
+        out = empty_tensor(first.dtype, (len(samples), *first.shape), shared)
         np.stack([s[key].numpy() for s in samples], out=out.numpy())
         batch[key] = out
     return batch
@@ -514,5 +514,6 @@ __all__ = [
     "TileWindowDataset",
     "WindowKey",
     "collate_windows",
+    "empty_tensor",
     "memory_map",
 ]

@@ -11,7 +11,9 @@ uint8 x 4 + prior float32 x C + labels uint8: about 21 bytes per pixel for 4 cla
 still ordinary GeoTIFFs (same grid, tags, nodata).
 
 A copy records the source file's fingerprint (:mod:`lcip.provenance`) and is reused while
-that is unchanged; writes are atomic, so ranks or jobs building the same copy at once are safe.
+that is unchanged. Writes are atomic, and a process building copies holds a lock on the copy
+folder (``<out_dir>/.lock``): when every DDP rank or SLURM task of a run asks for the same
+copies, one builds them and the others wait, then find them up to date.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import rasterio
 from rasterio.windows import Window
 
-from lcip.atomic import atomic_path
+from lcip.atomic import atomic_path, file_lock
 from lcip.manifest import Manifest
 from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.raster import Grid
@@ -76,12 +78,13 @@ def training_copy(manifest: Manifest, layers: Sequence[str], out_dir: Path) -> M
     Returns:
         the manifest reading the copies.
     """
-    for layer in layers:
-        paths = {
-            t.tile_id: copy_layer(t.layer(layer), Path(out_dir) / layer / f"{t.tile_id}.tif")
-            for t in manifest
-        }
-        manifest = manifest.with_layer(layer, paths)
+    with file_lock(Path(out_dir) / ".lock"):
+        for layer in layers:
+            paths = {
+                t.tile_id: copy_layer(t.layer(layer), Path(out_dir) / layer / f"{t.tile_id}.tif")
+                for t in manifest
+            }
+            manifest = manifest.with_layer(layer, paths)
     return manifest
 
 

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from lcip.classes import CHESAPEAKE4
 from lcip.datamodules import TileDataModule
-from lcip.datasets import TileWindowDataset
+from lcip.datasets import TileWindowDataset, empty_tensor
 from lcip.losses import build_loss
 from lcip.manifest import Manifest
 from lcip.models import FCN
@@ -125,6 +125,59 @@ def crops_per_second(loader: Any, batch: int, batches: int) -> float:
     for _ in range(batches):
         next(it)
     return batch * batches / (time.perf_counter() - start)
+
+
+class EmptyBatches(torch.utils.data.Dataset[Any]):
+    """Batches of the training layout that are only handed over: one write per memory page.
+
+    Measures the hand-over from a worker to the training process alone (no reads), through
+    lcip's reused buffers or in new shared memory, with the loader the training uses.
+    """
+
+    def __init__(self, dataset: TileWindowDataset) -> None:
+        self.layout = dataset.batch_layout
+        self.slots: Any = None
+
+    def batch_layout(self, count: int, height: int, width: int) -> Any:
+        """The training dataset's batch layout."""
+        return self.layout(count, height, width)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitems__(self, keys: list[Any]) -> Any:
+        from torch.utils.data import get_worker_info
+
+        from lcip.batch_slots import SlotBatch
+
+        slot = self.slots.acquire() if self.slots is not None else None
+        if slot is not None:
+            batch = self.slots.views(slot, len(keys))
+        else:
+            shared = get_worker_info() is not None
+            layout = self.layout(len(keys), keys[0][3], keys[0][4])
+            batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
+        for value in batch.values():
+            value.view(-1).view(torch.uint8)[::4096] = 1  # first touch of every page
+        return SlotBatch(slot, len(keys)) if slot is not None else batch
+
+
+def handover_rate(
+    manifest: Manifest, crop: int, batch: int, batches: int, workers: int, reuse: bool
+) -> float:
+    """Crops per second of a loader whose batches are only handed over (see EmptyBatches)."""
+    loader = lcip_loader(manifest, crop, batch, batches, workers, reuse_memory=reuse)
+    empty = EmptyBatches(loader.dataset)
+    loader = type(loader)(
+        empty,
+        loader.sampler,
+        batch,
+        num_workers=workers,
+        collate_fn=loader.collate_fn,
+        persistent_workers=workers > 0,
+        reuse_memory=reuse,
+    )
+    return crops_per_second(loader, batch, batches)
 
 
 def loading_split(
@@ -261,6 +314,13 @@ def main() -> None:
                         manifest, args.crop, args.batch, args.batches, workers, source, reuse
                     )
                     rates[(name, workers)] = crops_per_second(loader, args.batch, args.batches)
+        handovers = {
+            (workers, reuse): handover_rate(
+                manifest, args.crop, args.batch, 3 * args.batches, workers, reuse
+            )
+            for workers in (1, args.workers)
+            for reuse in (False, True)
+        }
         splits = {
             "DEFLATE tiles, warm block cache": loading_split(
                 manifest, args.crop, args.batch, args.batches
@@ -298,6 +358,12 @@ def main() -> None:
             print(
                 f"| {label} | {cache} | {handover} | {workers} | {rate:.0f} | {rate / base:.1f}x |"
             )
+    print("\nhand-over alone (batches of the same layout, no reads; ms per batch):")
+    print("| workers | new memory per batch | reused buffers | new / reused |")
+    print("| ---: | ---: | ---: | ---: |")
+    for workers in (1, args.workers):
+        new, reused = (1e3 * args.batch / handovers[(workers, r)] for r in (False, True))
+        print(f"| {workers} | {new:.1f} | {reused:.1f} | {new / reused:.1f}x |")
     print("\nlcip loading, 0 workers (ms per batch):")
     print("| tiles | window reads (decode + copy) | masks, scaling, labels | total |")
     print("| --- | ---: | ---: | ---: |")

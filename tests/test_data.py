@@ -215,3 +215,22 @@ def test_loader_workers_give_the_batches_of_the_main_process(fake_region: Manife
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k])
+
+
+def test_processes_building_one_training_copy_wait_for_each_other(
+    fake_region: Manifest, tmp_path: Path
+) -> None:
+    import multiprocessing
+
+    from lcip.atomic import file_lock
+    from lcip.training_copy import training_copy
+
+    out = tmp_path / "copy"
+    context = multiprocessing.get_context("fork")
+    with file_lock(out / ".lock"):  # another rank is building the copies
+        rank = context.Process(target=training_copy, args=(fake_region, ["naip"], out))
+        rank.start()
+        rank.join(1.0)
+        assert rank.is_alive() and not (out / "naip").exists()
+    rank.join(60)
+    assert rank.exitcode == 0 and len(list((out / "naip").glob("*.tif"))) == len(fake_region)

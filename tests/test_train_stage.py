@@ -137,6 +137,26 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     assert (run_dir / "logs" / "metrics.csv").read_bytes() == metrics
 
 
+def test_loader_workers_train_exactly_as_the_main_process(tmp_path: Path) -> None:
+    """Batches handed over by 2 workers through reused shared memory train the same model."""
+    write_prior_region(tmp_path)
+    states = []
+    for workers in (0, 2):
+        name = f"workers{workers}"
+        args = [
+            *tiny_overrides(tmp_path, name),
+            "trainer.max_epochs=1",
+            f"data.num_workers={workers}",
+        ]
+        run = subprocess.run(cli(args), capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        last = tmp_path / "runs" / "tiny" / name / "checkpoints" / "last.ckpt"
+        states.append(torch.load(last, map_location="cpu", weights_only=False))
+    assert states[0]["global_step"] == states[1]["global_step"] == STEPS
+    for key, value in states[0]["state_dict"].items():
+        torch.testing.assert_close(states[1]["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
