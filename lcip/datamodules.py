@@ -214,6 +214,7 @@ class TileDataModule(L.LightningDataModule):
             self.image_scale,
             self.cache,
             self.zero_is_nodata,
+            whole_batches=True,
         )
 
     def _loader_kwargs(self) -> dict[str, Any]:

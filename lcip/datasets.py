@@ -80,6 +80,9 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             windowed reads keep memory flat.
         zero_is_nodata: treat all-zero imagery pixels as nodata when the imagery raster
             declares no nodata value (NAIP fills areas outside flight lines with black).
+        whole_batches: a loader's worker reads each batch whole (:meth:`read_windows`: no
+            per-sample tensors, no collation copy) instead of sample by sample; the loader
+            must then collate with :func:`collate_windows`, which passes such batches on.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         image_scale: float = 255.0,
         cache: bool = False,
         zero_is_nodata: bool = True,
+        whole_batches: bool = False,
     ) -> None:
         if len(manifest) == 0:
             raise DataError(f"{manifest.path or 'manifest'}: no tiles selected")
@@ -111,13 +115,14 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         if layers.prior:
             self._check_prior_bands()
         self.zero_is_nodata = zero_is_nodata
+        self.whole_batches = whole_batches
         self.cache = cache
         self._handles: dict[tuple[int, str], Any] = {}
         #: Per (tile, layer): a memory map or the cached array; None: read through GDAL.
         self._arrays: dict[tuple[int, str], npt.NDArray[Any] | None] = {}
         self._pid = os.getpid()
         #: Reusable shared batch buffers, set by the loader that owns them (see
-        #: :meth:`__getitems__`); None: every batch gets new memory.
+        #: :meth:`read_windows`); None: every batch gets new memory.
         self.slots: BatchSlots | None = None
 
     def _check_prior_bands(self) -> None:
@@ -327,11 +332,23 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         self.read_batch([key], arrays)
         return {k: torch.from_numpy(a.reshape(a.shape[1:])) for k, a in arrays.items()}
 
-    def __getitems__(self, keys: list[WindowKey]) -> dict[str, Tensor] | SlotBatch:
-        """Read a batch of windows of one size, as the loader's collation would stack them.
+    def __getitems__(
+        self, keys: list[WindowKey]
+    ) -> list[dict[str, Tensor]] | dict[str, Tensor] | SlotBatch:
+        """What a loader's worker fetches for a batch.
 
-        With :attr:`slots` set (by :class:`lcip.datamodules.WindowLoader`), the batch is
-        written into a free slot of reusable shared memory and only the slot's number is
+        The samples (PyTorch's contract, for any ``collate_fn``), or with ``whole_batches`` the
+        batch read whole (:meth:`read_windows`; collate it with :func:`collate_windows`).
+        """
+        if not self.whole_batches:  # PyTorch's contract: samples, for any collate_fn
+            return [self[key] for key in keys]
+        return self.read_windows(keys)
+
+    def read_windows(self, keys: Sequence[WindowKey]) -> dict[str, Tensor] | SlotBatch:
+        """Read a batch of windows of one size, as stacking their samples would give it.
+
+        With :attr:`slots` set (by :class:`lcip.datamodules.ResumableDataLoader`), the batch
+        is written into a free slot of reusable shared memory and only the slot's number is
         returned; otherwise into new tensors (in shared memory inside a loader worker, as
         PyTorch's default collation does, so they are not copied again on their way to the
         main process).
@@ -489,7 +506,7 @@ def collate_windows(
 ) -> dict[str, Tensor] | SlotBatch:
     """Stack window samples into a batch (all windows have the same size).
 
-    A batch read whole by :meth:`TileWindowDataset.__getitems__` (a dict of tensors, or the
+    A batch read whole by :meth:`TileWindowDataset.read_windows` (a dict of tensors, or the
     slot it was written into) is returned as it is. A list of samples is stacked with a
     single-threaded ``numpy.stack``: ``torch.stack`` of CPU tensors goes through torch's
     intra-op thread pool, whose barrier waits cost 0.1-0.5 s per batch on a busy machine

@@ -210,7 +210,7 @@ class _Windows(Dataset[dict[str, torch.Tensor]]):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor] | SlotBatch:
         """A batch of windows (of one size) read whole."""
-        return self.dataset.__getitems__([self.keys[i] for i in indices])
+        return self.dataset.read_windows([self.keys[i] for i in indices])
 
 
 __all__ = [

@@ -66,17 +66,17 @@ def test_a_batch_read_whole_equals_its_samples(fake_region: Manifest) -> None:
     mixed = [(1, 4, 10, 32, 32), (0, -5, 80, 32, 32), (2, 10, -3, 32, 32), (3, 70, 70, 32, 32)]
     same = [(0, 0, 0, 32, 32), (1, 64, 64, 32, 32), (3, -8, -8, 32, 32)]
     for keys in (mixed, same):
-        batch = ds.__getitems__(keys)
+        batch = ds.read_windows(keys)
         assert isinstance(batch, dict)
         expected = collate_windows([ds[k] for k in keys])
         assert isinstance(expected, dict) and batch.keys() == expected.keys()
         for key in batch:
             torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
-    nodata_rows = ds.__getitems__(mixed)
+    nodata_rows = ds.read_windows(mixed)
     assert isinstance(nodata_rows, dict)
     assert not nodata_rows["mask"][2, 10:20].any() and nodata_rows["mask"][2, :10, 3:].all()
     with pytest.raises(ValueError, match="windows of different sizes"):
-        ds.__getitems__([(0, 0, 0, 32, 32), (0, 0, 0, 16, 16)])
+        ds.read_windows([(0, 0, 0, 32, 32), (0, 0, 0, 16, 16)])
 
 
 def test_worker_batches_are_exact_and_held_batches_never_change(fake_region: Manifest) -> None:
@@ -113,3 +113,19 @@ def test_worker_batches_are_exact_and_held_batches_never_change(fake_region: Man
             batch["tile"].numpy(), [k[0] for k in keys[4 * i : 4 * i + 4]]
         )
     assert single.slot_misses == 0  # type: ignore[attr-defined]
+
+
+def test_a_plain_loader_with_default_collation_still_gets_samples(fake_region: Manifest) -> None:
+    from torch.utils.data import DataLoader
+
+    keys = [(0, 0, 0, 32, 32), (1, 40, 40, 32, 32), (3, 64, 70, 32, 32)]
+    plain = TileWindowDataset(fake_region, LayerSpec("naip", "prior", "lc"), CHESAPEAKE4)
+    (stacked,) = DataLoader(plain, sampler=keys, batch_size=3)  # type: ignore[arg-type]
+    whole = TileWindowDataset(
+        fake_region, LayerSpec("naip", "prior", "lc"), CHESAPEAKE4, whole_batches=True
+    )
+    loader = DataLoader(whole, sampler=keys, batch_size=3, collate_fn=collate_windows)  # type: ignore[arg-type]
+    (batch,) = loader
+    assert stacked.keys() == batch.keys()
+    for key in batch:
+        torch.testing.assert_close(batch[key], stacked[key], rtol=0, atol=0)
