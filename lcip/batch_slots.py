@@ -26,7 +26,9 @@ no held batch is ever overwritten.
 
 from __future__ import annotations
 
+import itertools
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -47,10 +49,37 @@ Layout = Mapping[str, tuple[torch.dtype, tuple[int, ...]]]
 
 @dataclass(frozen=True)
 class SlotBatch:
-    """What a worker sends for a batch written into a slot: the slot and the number of samples."""
+    """What a worker sends for a batch written into a slot of a :class:`BatchSlots`.
 
+    Args:
+        owner: :attr:`BatchSlots.key` of the slots (in the process that made them).
+        slot: the slot.
+        count: samples in the batch.
+    """
+
+    owner: int
     slot: int
     count: int
+
+    def resolve(self) -> dict[str, Tensor]:
+        """The batch as tensors over its slot (in the process that made the slots)."""
+        slots = _OWNERS.get(self.owner)
+        if slots is None:
+            raise RuntimeError(f"batch slots {self.owner} are not owned by this process")
+        return slots.receive(self)
+
+    def pin_memory(self) -> dict[str, Tensor]:
+        """The batch copied into pinned memory (its slot is free again once this returns).
+
+        PyTorch's loader calls this in its pin-memory thread when ``pin_memory=True``, so the
+        copy runs beside the training loop, as for any other batch.
+        """
+        return {key: value.pin_memory() for key, value in self.resolve().items()}
+
+
+#: The slots made by this process, by key (what :meth:`SlotBatch.resolve` looks up).
+_OWNERS: weakref.WeakValueDictionary[int, BatchSlots] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
 
 
 def storage_use_count(storage: torch.UntypedStorage) -> int:
@@ -89,6 +118,9 @@ class BatchSlots:
         ]
         state = torch.zeros(count, dtype=torch.int8)
         self.state = state.share_memory_() if shared else state
+        #: Identifies these slots in the messages of their workers.
+        self.key = next(_KEYS)
+        _OWNERS[self.key] = self
 
     @classmethod
     def for_loader(
@@ -121,7 +153,11 @@ class BatchSlots:
         return out
 
     def acquire(self) -> int | None:
-        """Claim a free slot of the calling worker (None when all of them are in use)."""
+        """Claim a free slot of the calling worker (None when all of them are in use).
+
+        The worker writes its batch into :meth:`views` of the slot, then sends
+        ``SlotBatch(slots.key, slot, count)``.
+        """
         info = get_worker_info()
         worker, writers = (info.id, info.num_workers) if info is not None else (0, 1)
         if writers != self.writers:
@@ -135,8 +171,9 @@ class BatchSlots:
 
     def receive(self, message: SlotBatch) -> dict[str, Tensor]:
         """The batch a worker wrote into ``message.slot`` (main process), as tensors over it."""
+        batch = self.views(message.slot, message.count)  # in use before it is marked held
         self.state.numpy()[message.slot] = HELD
-        return self.views(message.slot, message.count)
+        return batch
 
     def release_unused(self) -> None:
         """Free every held slot whose buffer no tensor of this process uses any longer."""

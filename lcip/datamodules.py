@@ -26,8 +26,9 @@ class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
     buffer is written again only once no tensor of the training process uses it. Handing
     fresh shared memory over for every batch, as PyTorch does, cost about 12 ms per batch of
     32 crops of 128 px on this project's 2-core VM, more than reading the batch (see
-    BENCHMARKS.md). When CUDA is present (``pin_memory``), batches are copied into pinned
-    memory here, which frees their buffer at once.
+    BENCHMARKS.md). With ``pin_memory`` (CUDA present), PyTorch's pin-memory thread copies
+    each batch from its buffer into pinned memory (:meth:`SlotBatch.pin_memory`), which frees
+    the buffer at once.
 
     Lightning stores the ``state_dict`` of a loader that has one in every checkpoint and hands
     it back to ``load_state_dict`` when a run resumes; the loader then tells its
@@ -38,7 +39,6 @@ class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
         dataset: the dataset.
         sampler: the random crop sampler.
         batch_size: crops per batch.
-        pin_memory: copy batches into pinned (page-locked) memory for a fast transfer to a GPU.
         reuse_memory: hand batches over through the reused buffers; False: in new memory for
             every batch, as PyTorch does (kept for comparison in ``scripts/bench_loader.py``).
         **kwargs: further :class:`~torch.utils.data.DataLoader` arguments.
@@ -52,16 +52,15 @@ class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
         dataset: TileWindowDataset,
         sampler: RandomCropSampler,
         batch_size: int,
-        pin_memory: bool = False,
         reuse_memory: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, **kwargs)
         self._served = 0
-        self._pin = pin_memory
         self.reuse_memory = reuse_memory
         self.slots: BatchSlots | None = None
-        #: Batches handed over through a reused buffer, and through new memory.
+        #: Batches that arrived here as a reused buffer, and as tensors (new memory, or a
+        #: copy in pinned memory made by the pin-memory thread).
         self.slot_hits = 0
         self.slot_misses = 0
 
@@ -84,12 +83,10 @@ class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
             self.slots.release_unused()
             if isinstance(message, SlotBatch):
                 self.slot_hits += 1
-                batch = self.slots.receive(message)
-            else:
+                batch = message.resolve()
+            else:  # new memory, or already pinned by the pin-memory thread
                 self.slot_misses += 1
                 batch = message
-            if self._pin:
-                batch = {k: v.pin_memory() for k, v in batch.items()}
             del message
             yield batch
             del batch

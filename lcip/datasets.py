@@ -359,7 +359,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             if slot is not None:
                 views = self.slots.views(slot, len(keys))
                 self.read_batch(keys, {k: v.numpy() for k, v in views.items()})
-                return SlotBatch(slot, len(keys))
+                return SlotBatch(self.slots.key, slot, len(keys))
         shared = get_worker_info() is not None
         batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
         self.read_batch(keys, {k: v.numpy() for k, v in batch.items()})

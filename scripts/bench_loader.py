@@ -159,7 +159,7 @@ class EmptyBatches(torch.utils.data.Dataset[Any]):
             batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
         for value in batch.values():
             value.view(-1).view(torch.uint8)[::4096] = 1  # first touch of every page
-        return SlotBatch(slot, len(keys)) if slot is not None else batch
+        return SlotBatch(self.slots.key, slot, len(keys)) if slot is not None else batch
 
 
 def handover_rate(

@@ -30,7 +30,7 @@ def test_a_slot_is_freed_only_when_no_tensor_uses_it() -> None:
     writer["image"].fill_(1.5)
     writer["tile"][:] = torch.tensor([7, 8, 9])
     del writer
-    batch = slots.receive(SlotBatch(first, 3))
+    batch = SlotBatch(slots.key, first, 3).resolve()
     assert batch["image"].shape == (3, 3, 8, 8) and batch["mask"].dtype == torch.bool
     assert float(batch["image"].sum()) == 1.5 * 3 * 3 * 64 and batch["tile"].tolist() == [7, 8, 9]
     slots.release_unused()
@@ -49,10 +49,12 @@ def test_a_slot_is_freed_only_when_no_tensor_uses_it() -> None:
     assert slots.state[first] == FREE and slots.acquire() == first
 
 
-def test_slots_belong_to_their_worker() -> None:
+def test_slots_belong_to_their_worker_and_their_process() -> None:
     slots = BatchSlots(LAYOUT, slots_per_worker=3, num_workers=2)
     assert len(slots) == 6 and slots.state.is_shared()
     assert slots.acquire() is None  # the main process is not one of the two writers
+    with pytest.raises(RuntimeError, match="not owned by this process"):
+        SlotBatch(slots.key + 1000, 0, 1).resolve()
 
 
 def test_a_batch_read_whole_equals_its_samples(fake_region: Manifest) -> None:
@@ -129,3 +131,24 @@ def test_a_plain_loader_with_default_collation_still_gets_samples(fake_region: M
     assert stacked.keys() == batch.keys()
     for key in batch:
         torch.testing.assert_close(batch[key], stacked[key], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (pinned memory)")
+def test_pinned_batches_come_from_the_pin_thread_and_free_their_slot(
+    fake_region: Manifest,
+) -> None:
+    dm = TileDataModule(fake_region, "chesapeake4", crop_size=32, batch_size=4, steps_per_epoch=12)
+    dm.num_workers = 2
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.pin_memory
+    keys = list(loader.sampler)
+    for i, batch in enumerate(loader):
+        assert all(value.is_pinned() for value in batch.values())
+        expected = collate_windows([loader.dataset[k] for k in keys[4 * i : 4 * i + 4]])
+        assert isinstance(expected, dict)
+        for key in expected:
+            torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+    assert loader.slots is not None
+    loader.slots.release_unused()  # the pinned copies hold no slot
+    assert (loader.slots.state.numpy() == FREE).all()

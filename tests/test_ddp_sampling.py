@@ -174,7 +174,7 @@ class _ValKeys(L.Callback):
 
 
 def test_two_gloo_processes_validate_their_shares_and_report_the_single_process_figures(
-    fake_region: Manifest, tmp_path: Path
+    fake_region: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lcip.models import FCN
     from lcip.tasks import ImplicitPosteriorTask
@@ -204,7 +204,16 @@ def test_two_gloo_processes_validate_their_shares_and_report_the_single_process_
         (results,) = trainer.validate(task, datamodule=dm)
         return {k: float(v) for k, v in results.items()}
 
-    single = validate(1, "auto")
+    # One thread everywhere (spawned ranks read OMP_NUM_THREADS), so that a batch's arithmetic
+    # is the same bit for bit in every process: r's argmax is compared where the untrained
+    # network leaves near-ties.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = validate(1, "auto")
+    finally:
+        torch.set_num_threads(threads)
     denominators = json.loads((tmp_path / "denominators_rank0.json").read_text())
     everything = {tuple(k) for k in json.loads((tmp_path / "val_rank0.json").read_text())}
     assert len(everything) == 9  # one 96 px validation tile, 3 x 3 crops: 5 batches of 2
