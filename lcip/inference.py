@@ -3,9 +3,12 @@
 Shared by prediction (:mod:`lcip.predict`) and the learned prior
 (:mod:`lcip.priors.learned`): write windows of ``window`` px (a multiple of the 256 px block
 size of written rasters, so each write fills whole blocks) tile the grid; the network runs on
-each write window grown by a margin of at least half its receptive field (clipped to the grid,
-where it sees the same zero padding as on the whole tile) and only the write window is kept,
-so the stitched output equals whole-tile inference.
+each write window grown by a margin of at least half its receptive field and only the write
+window is kept, so the stitched output equals whole-tile inference. Beyond the tile's edges
+the network sees, by ``edge``, the tile mirrored (``reflect``: whole-tile inference on the
+tile padded by reflection, as if the scene went on) or the zero padding of its convolutions
+(``zeros``: whole-tile inference on the tile as it is, whose outermost pixels a network
+trained on interior crops often gets wrong; see BENCHMARKS.md).
 
 Windows are read through a :class:`torch.utils.data.DataLoader` (``num_workers`` processes
 reading ``prefetch_factor`` batches ahead, pinned memory on CUDA), so a GPU does not wait on
@@ -16,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from rasterio.windows import Window
 from torch import nn
@@ -28,6 +34,9 @@ from lcip.datasets import TileWindowDataset, WindowKey, collate_windows
 from lcip.errors import ConfigError
 from lcip.losses import log_probs
 from lcip.raster import BLOCK_SIZE, Grid
+
+#: What a network sees beyond a tile's edges (:attr:`WindowConfig.edge`).
+EDGES = ("reflect", "zeros")
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class WindowConfig:
         device: torch device (``cpu``, ``cuda``, ``cuda:1``, ...).
         num_workers: processes reading windows ahead of the network (DataLoader workers).
         prefetch_factor: batches each worker reads ahead (used when ``num_workers > 0``).
+        edge: what the network sees beyond the tile's edges: ``reflect`` (the tile mirrored
+            across its edge) or ``zeros`` (its own zero padding).
 
     Raises:
         ConfigError: for a window that is not a positive multiple of the block size, or
@@ -57,9 +68,12 @@ class WindowConfig:
     device: str = "cpu"
     num_workers: int = 0
     prefetch_factor: int = 2
+    edge: str = "reflect"
 
     def __post_init__(self) -> None:
         check_window(self.window)
+        if self.edge not in EDGES:
+            raise ConfigError(f"edge {self.edge!r}: use one of {EDGES}")
         if self.margin is not None and self.margin < 0:
             raise ConfigError(f"margin {self.margin}: must be >= 0 (or None)")
         for name, least in (("batch_size", 1), ("num_workers", 0), ("prefetch_factor", 1)):
@@ -91,19 +105,23 @@ def receptive_field(model: nn.Module) -> int:
     return 1 + sum(int(m.kernel_size[0]) - 1 for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def tile_windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, Window]]:
+def tile_windows(
+    grid: Grid, size: int, margin: int, clip: bool = True
+) -> Iterator[tuple[Window, Window]]:
     """(read window, write window) pairs tiling the grid, row by row.
 
     Write windows of ``size`` x ``size`` px (clipped at the grid's right and bottom edges)
     start at multiples of ``size``, a multiple of :data:`BLOCK_SIZE`, so they cover whole
     blocks of the written rasters. Each read window is its write window grown by ``margin``
-    on every side and clipped to the grid, so that at the tile's edges the network sees the
-    same zero padding as on the whole tile.
+    on every side, clipped to the grid (``clip``: at the tile's edges the network sees the
+    same zero padding as on the whole tile) or reaching past it (to be filled, e.g. by
+    reflection).
 
     Args:
         grid: the tile's grid.
         size: write window size (a positive multiple of :data:`BLOCK_SIZE`).
         margin: pixels of context on each side.
+        clip: clip read windows to the grid.
 
     Yields:
         (read window, write window).
@@ -117,8 +135,11 @@ def tile_windows(grid: Grid, size: int, margin: int) -> Iterator[tuple[Window, W
     for r0 in range(0, grid.height, size):
         for c0 in range(0, grid.width, size):
             h, w = min(size, grid.height - r0), min(size, grid.width - c0)
-            top, left = max(0, r0 - margin), max(0, c0 - margin)
-            bottom, right = min(grid.height, r0 + h + margin), min(grid.width, c0 + w + margin)
+            top, left = r0 - margin, c0 - margin
+            bottom, right = r0 + h + margin, c0 + w + margin
+            if clip:
+                top, left = max(0, top), max(0, left)
+                bottom, right = min(grid.height, bottom), min(grid.width, right)
             yield Window(left, top, right - left, bottom - top), Window(c0, r0, w, h)
 
 
@@ -152,7 +173,7 @@ def sliding_window_log_probs(
     Yields, for the write windows of :func:`tile_windows` in order, ``(window, log_q,
     valid)``: the smoothed log-probabilities (C x h x w, float32 on the CPU) of the write
     window and its valid mask (h x w). The stitched result equals running the network on the
-    whole tile.
+    whole tile (padded by reflection with ``cfg.edge="reflect"``).
 
     Args:
         model: network (logits), in eval mode, on ``cfg.device``.
@@ -162,7 +183,7 @@ def sliding_window_log_probs(
     """
     grid = dataset.grids[tile_index]
     margin = cfg.margin if cfg.margin is not None else max(8, receptive_field(model) // 2)
-    windows = list(tile_windows(grid, cfg.window, margin))
+    windows = list(tile_windows(grid, cfg.window, margin, clip=cfg.edge == "zeros"))
     keys = [(tile_index, *_offsets(rw), *_shape(rw)) for rw, _ in windows]
     index_batches = []
     start = 0
@@ -171,7 +192,7 @@ def sliding_window_log_probs(
         start += len(chunk)
     device = torch.device(cfg.device)
     loader = DataLoader(
-        _Windows(dataset, keys),
+        _Windows(dataset, keys, reflect=cfg.edge == "reflect"),
         batch_sampler=index_batches,
         num_workers=cfg.num_workers,
         prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
@@ -196,27 +217,66 @@ def sliding_window_log_probs(
 
 
 class _Windows(Dataset[dict[str, torch.Tensor]]):
-    """The windows of one tile, by position in a list of keys."""
+    """The windows of one tile, by position in a list of keys (mirrored past the tile)."""
 
-    def __init__(self, dataset: TileWindowDataset, keys: list[WindowKey]) -> None:
+    def __init__(self, dataset: TileWindowDataset, keys: list[WindowKey], reflect: bool) -> None:
         self.dataset = dataset
         self.keys = keys
+        self.reflect = reflect
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.dataset[self.keys[i]]
+        sample = self.dataset[self.keys[i]]
+        if self.reflect:
+            reflect_outside(sample["image"].numpy(), self.keys[i], self._shape(i))
+        return sample
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor] | SlotBatch:
         """A batch of windows (of one size) read whole."""
-        return self.dataset.read_windows([self.keys[i] for i in indices])
+        batch = self.dataset.read_windows([self.keys[i] for i in indices])
+        if self.reflect:
+            assert isinstance(batch, dict)  # no batch slots here
+            image = batch["image"].numpy()
+            for n, i in enumerate(indices):
+                reflect_outside(image[n], self.keys[i], self._shape(i))
+        return batch
+
+    def _shape(self, i: int) -> tuple[int, int]:
+        return self.dataset.grids[self.keys[i][0]].shape
+
+
+def reflect_outside(image: npt.NDArray[Any], key: WindowKey, shape: tuple[int, int]) -> None:
+    """Fill the part of a window's ``(C, h, w)`` image outside its tile by reflection.
+
+    The pixels inside the tile are mirrored across the tile's edges (``numpy.pad``'s
+    ``reflect``: the edge pixel is not repeated), as far as the window reaches.
+
+    Args:
+        image: the window's image, changed in place.
+        key: the window ``(tile, row, col, height, width)``.
+        shape: the tile's ``(height, width)``.
+    """
+    _, row, col, h, w = key
+    rs, cs = max(0, -row), max(0, -col)
+    re, ce = min(h, shape[0] - row), min(w, shape[1] - col)
+    if (rs, cs, re, ce) == (0, 0, h, w):
+        return
+    inside = image[:, rs:re, cs:ce].copy()
+    widths = ((0, 0), (rs, h - re), (cs, w - ce))
+    if min(inside.shape[1:]) > 1:
+        image[...] = np.pad(inside, widths, mode="reflect")
+    else:  # one row or column inside: nothing to mirror across
+        image[...] = np.pad(inside, widths, mode="edge")
 
 
 __all__ = [
+    "EDGES",
     "WindowConfig",
     "check_window",
     "receptive_field",
+    "reflect_outside",
     "sliding_window_log_probs",
     "tile_windows",
 ]

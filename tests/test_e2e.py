@@ -105,6 +105,13 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
     mtime = q_map.stat().st_mtime_ns
     ok("predict", *train_args(root))
     assert q_map.stat().st_mtime_ns == mtime
+    # what the network sees beyond the tiles' edges is part of what made the maps
+    assert (read_provenance(q_map) or {})["params"]["edge"] == "reflect"
+    ok("predict", *train_args(root, "predict.edge=zeros"))
+    assert q_map.stat().st_mtime_ns != mtime
+    assert (read_provenance(q_map) or {})["params"]["edge"] == "zeros"
+    ok("predict", *train_args(root))
+    mtime = q_map.stat().st_mtime_ns
     refused = run("train", *train_args(root, "task.lr=0.01"))
     assert refused.returncode == 2 and "train.resume=never" in refused.stderr
     ok("train", *train_args(root, "task.lr=0.01", "train.resume=never"))

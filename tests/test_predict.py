@@ -75,6 +75,11 @@ def test_tile_windows_are_block_aligned_and_cover_the_grid() -> None:
         assert read.row_off + read.height == min(600, write.row_off + write.height + 8)
         assert read.col_off + read.width == min(530, write.col_off + write.width + 8)
     assert (seen == 1).all()  # every pixel written exactly once
+    for read, write in tile_windows(grid, 256, 8, clip=False):  # reaching past the grid
+        assert (read.row_off, read.col_off) == (write.row_off - 8, write.col_off - 8)
+        assert (read.height, read.width) == (write.height + 16, write.width + 16)
+    with pytest.raises(ConfigError, match="edge 'wrap'"):
+        WindowConfig(edge="wrap")
     with pytest.raises(ConfigError, match="window 300: the write window must be a positive mul"):
         list(tile_windows(grid, 300, 8))
     with pytest.raises(ConfigError, match="window 40"):
@@ -83,22 +88,29 @@ def test_tile_windows_are_block_aligned_and_cover_the_grid() -> None:
         WindowConfig(num_workers=-1)
 
 
+@pytest.mark.parametrize("edge", ["zeros", "reflect"])
 def test_sliding_window_equals_whole_tile(
-    fake_region: Manifest, tmp_path: Path, model: torch.nn.Module
+    fake_region: Manifest, tmp_path: Path, model: torch.nn.Module, edge: str
 ) -> None:
-    # a 600 x 560 tile (3 x 3 write windows of 256 px, many read windows clipped at the edges)
+    # a 600 x 560 tile (3 x 3 write windows of 256 px, many read windows at the edges)
     # with nodata rows, and a 96 px tile smaller than one block
     big = write_fake_tile(tmp_path, "big", make_grid(600, width=560), "test", 7, nodata_rows=8)
     tiles = Manifest((big, fake_region.tile("t1")))
-    out = predict(model, tiles, tmp_path / "pred")
+    cfg = WindowConfig(window=256, batch_size=3, edge=edge)
+    out = predict(model, tiles, tmp_path / "pred", cfg)
     assert [t.tile_id for t in out] == ["big", "t1"]
+    pad = 8  # the default margin for this network (receptive field 7)
     for tile in out:
         grid = Grid.of(tile.layer("naip"))
         image = read_on_grid(tile.layer("naip"), grid).astype(np.float32) / 255
+        if edge == "reflect":  # the whole tile mirrored across its edges, then cropped back
+            image = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
         prior = torch.from_numpy(read_on_grid(tile.layer("prior"), grid))[None]
         valid = torch.isfinite(prior).all(1)
         with torch.no_grad():
             log_q = log_probs(model(torch.from_numpy(image)[None]), "logits", 1e-4)
+        if edge == "reflect":
+            log_q = log_q[..., pad:-pad, pad:-pad]
         log_r = implied_posterior(
             log_q, log_prior(torch.nan_to_num(prior), 1e-4), log_denominator(log_q, valid)
         )

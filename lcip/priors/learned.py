@@ -286,17 +286,18 @@ def write_learned_priors(
         one result per tile. Each raster records its parameters and the fingerprints of its
         input layers' files; a tile is skipped when both match (unless ``force``).
     """
+    cfg = WindowConfig(window=window, smoothing=smoothing, device=device)
     settings = {
         **params,
         "model_digest": model_digest(model),
         "smoothing": smoothing,
         "window": window,
+        "edge": cfg.edge,
     }
     model = model.to(device).eval()
     dataset = TileWindowDataset(
         manifest, LayerSpec(input_layers[0], None, None, (input_layers[1],)), scheme, 1.0
     )
-    cfg = WindowConfig(window=window, smoothing=smoothing, device=device)
     results = []
     for i, tile in enumerate(manifest):
         start = time.perf_counter()

@@ -27,8 +27,8 @@ def prediction_params(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
         checkpoint: the checkpoint file ``predict.checkpoint`` names.
 
     Returns:
-        the checkpoint setting, file and sha256, the loss, its smoothing and denominator, and
-        the prior's name.
+        the checkpoint setting, file and sha256, the loss, its smoothing and denominator, the
+        prior's name, and what the network saw beyond the tiles' edges.
     """
     from lcip.provenance import sha256_file
 
@@ -41,6 +41,7 @@ def prediction_params(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
         "denominator": str(cfg.loss.get("denominator", "none")),
         "prior": str(cfg.prior.name),
         "zero_is_nodata": bool(cfg.data.get("zero_is_nodata", True)),
+        "edge": str(cfg.predict.get("edge", "reflect")),
     }
 
 
@@ -110,6 +111,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
             device=device,
             num_workers=int(p.num_workers),
             prefetch_factor=int(p.prefetch_factor),
+            edge=str(p.get("edge", "reflect")),
         ),
         params=(params := prediction_params(cfg, checkpoint)),
         force=force,
