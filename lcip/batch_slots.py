@@ -183,6 +183,47 @@ class BatchSlots:
                 state[slot] = FREE
 
 
+def empty_tensor(dtype: torch.dtype, shape: tuple[int, ...], shared: bool) -> Tensor:
+    """An uninitialized tensor, in shared memory when ``shared``."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+
+
+def batch_memory(
+    layout: Layout, slots: BatchSlots | None
+) -> tuple[dict[str, Tensor], SlotBatch | None]:
+    """Tensors to write a batch of ``layout`` into, and the message that hands it over.
+
+    A free slot of ``slots`` when the batch fits one and the calling worker has one free (the
+    message then names the slot: send it instead of the tensors); otherwise new tensors, in
+    shared memory inside a loader worker as PyTorch's collation makes them, and no message.
+
+    Args:
+        layout: the batch's arrays (batch dimension first).
+        slots: the loader's slots, or None.
+    """
+    count = next(iter(layout.values()))[1][0]
+    if slots is not None and _fits(layout, slots.layout):
+        slot = slots.acquire()
+        if slot is not None:
+            return slots.views(slot, count), SlotBatch(slots.key, slot, count)
+    shared = get_worker_info() is not None
+    return {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}, None
+
+
+def _fits(layout: Layout, slot: Layout) -> bool:
+    """Whether a batch of ``layout`` fits a slot of layout ``slot`` (same arrays, room)."""
+    if layout.keys() != slot.keys():
+        return False
+    for key, (dtype, shape) in layout.items():
+        slot_dtype, slot_shape = slot[key]
+        if dtype != slot_dtype or shape[1:] != slot_shape[1:] or shape[0] > slot_shape[0]:
+            return False
+    return True
+
+
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides = []
     step = 1
@@ -192,4 +233,14 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-__all__ = ["FREE", "HELD", "SENT", "BatchSlots", "Layout", "SlotBatch", "storage_use_count"]
+__all__ = [
+    "FREE",
+    "HELD",
+    "SENT",
+    "BatchSlots",
+    "Layout",
+    "SlotBatch",
+    "batch_memory",
+    "empty_tensor",
+    "storage_use_count",
+]

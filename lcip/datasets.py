@@ -8,7 +8,6 @@ per worker process and kept open.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from lcip.batch_slots import BatchSlots, Layout, SlotBatch
+from lcip.batch_slots import BatchSlots, Layout, SlotBatch, batch_memory, empty_tensor
 from lcip.classes import IGNORE_INDEX, ClassScheme
 from lcip.errors import DataError
 from lcip.manifest import Manifest
@@ -353,17 +352,11 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         PyTorch's default collation does, so they are not copied again on their way to the
         main process).
         """
-        layout = self.batch_layout(len(keys), keys[0][3], keys[0][4])
-        if self.slots is not None and _fits(layout, self.slots.layout):
-            slot = self.slots.acquire()
-            if slot is not None:
-                views = self.slots.views(slot, len(keys))
-                self.read_batch(keys, {k: v.numpy() for k, v in views.items()})
-                return SlotBatch(self.slots.key, slot, len(keys))
-        shared = get_worker_info() is not None
-        batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
+        batch, message = batch_memory(
+            self.batch_layout(len(keys), keys[0][3], keys[0][4]), self.slots
+        )
         self.read_batch(keys, {k: v.numpy() for k, v in batch.items()})
-        return batch
+        return message or batch
 
     def nlcd_blocks(self, tile_index: int, window: Window) -> dict[str, Tensor]:
         """NLCD indices (``nlcd``, 0..16, 0 = nodata) and 30 m block ids (``block``) of a window.
@@ -431,25 +424,6 @@ def _window_box(window: Window) -> tuple[int, int, int, int]:
 def _nodata_key(value: float | None) -> object:
     """A hashable stand-in for a nodata value under which NaN equals NaN."""
     return "nan" if value is not None and np.isnan(value) else value
-
-
-def empty_tensor(dtype: torch.dtype, shape: tuple[int, ...], shared: bool) -> Tensor:
-    """An uninitialized tensor, in shared memory when ``shared``."""
-    if not shared:
-        return torch.empty(shape, dtype=dtype)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
-
-
-def _fits(layout: Layout, slot: Layout) -> bool:
-    """Whether a batch of ``layout`` fits a slot of layout ``slot`` (same arrays, room)."""
-    if layout.keys() != slot.keys():
-        return False
-    for key, (dtype, shape) in layout.items():
-        slot_dtype, slot_shape = slot[key]
-        if dtype != slot_dtype or shape[1:] != slot_shape[1:] or shape[0] > slot_shape[0]:
-            return False
-    return True
 
 
 def memory_map(src: Any) -> npt.NDArray[Any] | None:
@@ -531,6 +505,5 @@ __all__ = [
     "TileWindowDataset",
     "WindowKey",
     "collate_windows",
-    "empty_tensor",
     "memory_map",
 ]

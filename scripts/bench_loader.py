@@ -37,9 +37,10 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
+from lcip.batch_slots import batch_memory
 from lcip.classes import CHESAPEAKE4
 from lcip.datamodules import TileDataModule
-from lcip.datasets import TileWindowDataset, empty_tensor
+from lcip.datasets import TileWindowDataset
 from lcip.losses import build_loss
 from lcip.manifest import Manifest
 from lcip.models import FCN
@@ -146,20 +147,12 @@ class EmptyBatches(torch.utils.data.Dataset[Any]):
         return 1
 
     def __getitems__(self, keys: list[Any]) -> Any:
-        from torch.utils.data import get_worker_info
-
-        from lcip.batch_slots import SlotBatch
-
-        slot = self.slots.acquire() if self.slots is not None else None
-        if slot is not None:
-            batch = self.slots.views(slot, len(keys))
-        else:
-            shared = get_worker_info() is not None
-            layout = self.layout(len(keys), keys[0][3], keys[0][4])
-            batch = {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}
+        """A batch's memory, each page written once, handed over as the training loader does."""
+        layout = self.layout(len(keys), keys[0][3], keys[0][4])
+        batch, message = batch_memory(layout, self.slots)
         for value in batch.values():
             value.view(-1).view(torch.uint8)[::4096] = 1  # first touch of every page
-        return SlotBatch(self.slots.key, slot, len(keys)) if slot is not None else batch
+        return message or batch
 
 
 def handover_rate(
