@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,12 +105,7 @@ class BatchSlots:
     def __init__(self, layout: Layout, slots_per_worker: int, num_workers: int) -> None:
         self.layout = {k: (dtype, tuple(shape)) for k, (dtype, shape) in layout.items()}
         self.writers = max(num_workers, 1)
-        self.offsets: dict[str, int] = {}
-        nbytes = 0
-        for key, (dtype, shape) in self.layout.items():
-            self.offsets[key] = nbytes
-            size = math.prod(shape) * dtype.itemsize
-            nbytes += -(-size // ALIGN) * ALIGN
+        self.offsets, nbytes = _offsets(self.layout)
         self.nbytes = nbytes
         count = slots_per_worker * self.writers
         shared = num_workers > 0
@@ -124,15 +121,42 @@ class BatchSlots:
 
     @classmethod
     def for_loader(
-        cls, layout: Layout, num_workers: int, prefetch_factor: int | None
+        cls,
+        layout: Layout,
+        num_workers: int,
+        prefetch_factor: int | None,
+        shm_free: int | None = None,
     ) -> BatchSlots:
         """Slots for a loader: each worker's prefetched batches plus three held downstream.
 
         The consumer holds the batch it trains on and the one Lightning fetches ahead; a third
-        covers the batch being turned into tensors.
+        covers the batch being turned into tensors. With workers, the slots live in
+        ``/dev/shm``: they take at most half of its free space (a container's is often 64 MB),
+        fewer per worker if need be, none (batches in new memory, as PyTorch does, with a
+        warning) when not even one per worker fits.
+
+        Args:
+            layout: a full batch's arrays.
+            num_workers: loader workers.
+            prefetch_factor: batches each worker fetches ahead.
+            shm_free: free bytes of ``/dev/shm`` (None: looked up).
         """
-        in_flight = (prefetch_factor or 2) if num_workers > 0 else 1
-        return cls(layout, in_flight + 3, num_workers)
+        per_worker = ((prefetch_factor or 2) if num_workers > 0 else 1) + 3
+        if num_workers > 0:
+            free = shared_memory_free() if shm_free is None else shm_free
+            if free is not None:
+                nbytes = _offsets(layout)[1]
+                fits = free // 2 // (nbytes * num_workers)
+                if fits < 1:
+                    warnings.warn(
+                        f"/dev/shm has {free / 2**20:.0f} MiB free, too little for reused "
+                        f"batch buffers ({nbytes / 2**20:.1f} MiB each): batches are handed "
+                        "over in new shared memory; give it more room (e.g. docker run "
+                        "--shm-size=1g)",
+                        stacklevel=2,
+                    )
+                per_worker = min(per_worker, int(fits))
+        return cls(layout, per_worker, num_workers)
 
     def __len__(self) -> int:
         return len(self.storages)
@@ -213,6 +237,25 @@ def batch_memory(
     return {k: empty_tensor(dtype, shape, shared) for k, (dtype, shape) in layout.items()}, None
 
 
+def shared_memory_free(path: str = "/dev/shm") -> int | None:
+    """Free bytes of the shared-memory file system (None where there is none)."""
+    try:
+        stat = os.statvfs(path)
+    except (OSError, AttributeError):  # no /dev/shm, or no statvfs (Windows)
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _offsets(layout: Layout) -> tuple[dict[str, int], int]:
+    """Byte offset of each array of a batch layout in a slot, and the slot's size."""
+    offsets: dict[str, int] = {}
+    nbytes = 0
+    for key, (dtype, shape) in layout.items():
+        offsets[key] = nbytes
+        nbytes += -(-math.prod(shape) * dtype.itemsize // ALIGN) * ALIGN
+    return offsets, nbytes
+
+
 def _fits(layout: Layout, slot: Layout) -> bool:
     """Whether a batch of ``layout`` fits a slot of layout ``slot`` (same arrays, room)."""
     if layout.keys() != slot.keys():
@@ -242,5 +285,6 @@ __all__ = [
     "SlotBatch",
     "batch_memory",
     "empty_tensor",
+    "shared_memory_free",
     "storage_use_count",
 ]

@@ -152,3 +152,15 @@ def test_pinned_batches_come_from_the_pin_thread_and_free_their_slot(
     assert loader.slots is not None
     loader.slots.release_unused()  # the pinned copies hold no slot
     assert (loader.slots.state.numpy() == FREE).all()
+
+
+def test_slots_fit_in_the_free_shared_memory() -> None:
+    nbytes = BatchSlots(LAYOUT, 1, 0).nbytes
+    roomy = BatchSlots.for_loader(LAYOUT, num_workers=2, prefetch_factor=2, shm_free=10**9)
+    assert len(roomy) == 2 * (2 + 3)  # prefetched batches plus three held, per worker
+    tight = BatchSlots.for_loader(LAYOUT, 2, 2, shm_free=2 * nbytes * 2 * 3)  # half: 3 each
+    assert len(tight) == 2 * 3
+    with pytest.warns(UserWarning, match=r"/dev/shm has 0 MiB free.*--shm-size"):
+        none = BatchSlots.for_loader(LAYOUT, 2, 2, shm_free=nbytes)
+    assert len(none) == 0 and none.acquire() is None  # every batch in new memory
+    assert len(BatchSlots.for_loader(LAYOUT, 0, None, shm_free=0)) == 1 + 3  # no /dev/shm used
