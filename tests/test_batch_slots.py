@@ -164,3 +164,19 @@ def test_slots_fit_in_the_free_shared_memory() -> None:
         none = BatchSlots.for_loader(LAYOUT, 2, 2, shm_free=nbytes)
     assert len(none) == 0 and none.acquire() is None  # every batch in new memory
     assert len(BatchSlots.for_loader(LAYOUT, 0, None, shm_free=0)) == 1 + 3  # no /dev/shm used
+
+
+def test_spawned_workers_share_the_buffers(fake_region: Manifest) -> None:
+    """Spawned workers (macOS and Windows' default) get the buffers through PyTorch's pickling."""
+    dm = TileDataModule(fake_region, "chesapeake4", crop_size=32, batch_size=4, steps_per_epoch=6)
+    dm.num_workers = 2
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.multiprocessing_context = "spawn"
+    keys = list(loader.sampler)
+    for i, batch in enumerate(loader):
+        expected = collate_windows([loader.dataset[k] for k in keys[4 * i : 4 * i + 4]])
+        assert isinstance(expected, dict)
+        for key in expected:
+            torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
+    assert loader.slot_hits == 6 and loader.slot_misses == 0
