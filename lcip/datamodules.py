@@ -135,10 +135,11 @@ class TileDataModule(L.LightningDataModule):
 
     Under DDP each rank trains on its own share of every epoch's crops (see
     :class:`~lcip.samplers.RandomCropSampler`; ``steps_per_epoch`` is per rank, so an epoch
-    sees ``world_size`` times as many crops), and validates its share of the validation
-    batches (see :class:`~lcip.samplers.GridCropSampler`): the task all-reduces per-tile sums
-    and syncs its metrics, so validation on N ranks gives the single-process figures in about
-    1/N of the time.
+    sees ``world_size`` times as many crops). Validation is not sharded: every rank runs the
+    whole grid, so the all-reduced per-tile sums and the synced metrics are exact ratios of
+    duplicated totals. (Sharding it would leave ranks with different numbers of validation
+    batches, and DDP broadcasts module buffers, e.g. batch norm statistics or the running
+    denominator, in every forward: ranks must run the same number of validation steps.)
     """
 
     def __init__(
@@ -271,15 +272,7 @@ class TileDataModule(L.LightningDataModule):
             return []
         shapes = self.val_dataset.tile_shapes
         size = min(self.val_crop_size, max(max(s) for s in shapes))
-        rank, world_size = self._rank()
-        sampler = GridCropSampler(
-            shapes,
-            size,
-            partition=True,
-            batch_size=self.batch_size,
-            rank=rank or 0,
-            world_size=world_size or 1,
-        )
+        sampler = GridCropSampler(shapes, size, partition=True)
         return DataLoader(
             self.val_dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs()
         )

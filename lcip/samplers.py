@@ -141,29 +141,18 @@ class RandomCropSampler(Sampler[WindowKey]):
 
 
 class GridCropSampler(Sampler[WindowKey]):
-    """Crops on a regular grid covering every tile, optionally sharded by rank in whole batches.
+    """Crops on a regular grid covering every tile.
 
     By default the last row/column of crops is flush with the tile's edge (crops may overlap
     there). With ``partition=True`` the crops do not overlap: the last ones extend past the
     edge (read boundless; those pixels are invalid), so every pixel of a tile is in exactly one
     crop, as validation needs when it sums over a whole tile.
 
-    Sharded (``world_size > 1``), the crops are cut into consecutive batches of
-    ``batch_size`` and rank ``k`` takes batches ``k, k + world_size, ...``: every batch is the
-    batch one process would see, so per-batch values (a loss with a batch denominator) are the
-    single-process ones, and sums over the ranks are the single-process sums. When there are
-    fewer batches than ranks, every rank takes them all (:attr:`sharded` is False): sums over
-    the ranks are then ``world_size`` times the single-process sums, and their ratios (means,
-    accuracies, per-tile means) are still exact.
-
     Args:
         tile_shapes: (height, width) of each tile.
         size: crop size.
         stride: step between crops (``size`` for no overlap).
         partition: non-overlapping crops covering each tile exactly once.
-        batch_size: crops per batch of the loader (needed to shard).
-        rank: this process's rank.
-        world_size: number of ranks (1: not sharded).
     """
 
     def __init__(
@@ -172,9 +161,6 @@ class GridCropSampler(Sampler[WindowKey]):
         size: int,
         stride: int | None = None,
         partition: bool = False,
-        batch_size: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
         self.keys: list[WindowKey] = []
         step = size if partition else (stride or size)
@@ -182,17 +168,6 @@ class GridCropSampler(Sampler[WindowKey]):
             rows = range(0, h, size) if partition else grid_starts(h, size, step)
             cols = range(0, w, size) if partition else grid_starts(w, size, step)
             self.keys += [(t, r, c, size, size) for r in rows for c in cols]
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
-        #: Whether this rank holds only its share of the batches.
-        self.sharded = False
-        if world_size > 1:
-            if batch_size is None:
-                raise ValueError("sharding a crop grid needs the loader's batch_size")
-            batches = [self.keys[i : i + batch_size] for i in range(0, len(self.keys), batch_size)]
-            if len(batches) >= world_size:
-                self.keys = [key for batch in batches[rank::world_size] for key in batch]
-                self.sharded = True
 
     def __iter__(self) -> Iterator[WindowKey]:
         return iter(self.keys)

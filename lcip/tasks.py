@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
@@ -36,10 +36,7 @@ class ImplicitPosteriorTask(L.LightningModule):
     accumulated per tile during the validation pass (whose crops partition each tile), then a
     second pass over the validation loader computes ``r`` with them, so the ``val/r_*``
     figures a user watches are those ``lcip-predict`` will give on the same tiles. Under DDP
-    each rank validates its share of the validation batches (see
-    :class:`lcip.samplers.GridCropSampler`); the per-tile sums are all-reduced before the
-    second pass, and ``val/loss`` (a mean weighted by batch size) and the accuracies are
-    synced as sums over the ranks, so every figure equals the single-process one.
+    the per-tile sums are all-reduced before the second pass.
 
     Args:
         model: the network (logits, B x C x H x W).
@@ -107,7 +104,6 @@ class ImplicitPosteriorTask(L.LightningModule):
         )
         self.val_q = metrics.clone(prefix="val/q_")
         self.val_r = metrics.clone(prefix="val/r_")
-        self.val_loss = MeanMetric()
 
     def forward(self, image: Tensor) -> Tensor:
         """Logits of the network, in float32 (also under bf16/16-bit mixed precision)."""
@@ -142,8 +138,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         mask = batch["mask"]
         loss = apply_loss(self.criterion, logits, batch)
         bs = batch["image"].shape[0]
-        self.val_loss.update(loss.detach(), weight=bs)
-        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/loss", loss, prog_bar=True, batch_size=bs)
         if "label" not in batch:
             return
         log_q = log_probs(logits, "logits", self._smoothing())
@@ -159,12 +154,12 @@ class ImplicitPosteriorTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Second pass: r with each tile's denominator, and the val/r metrics."""
-        if not getattr(self, "_tile_sums", None):  # no labels (every rank has a batch)
+        if not getattr(self, "_tile_sums", None):
             return
+        log_denom = self._tile_log_denominators()
         loaders = self.trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
         assert loader is not None
-        log_denom = self._tile_log_denominators(len(loader.dataset.tile_shapes))
         limit = self.trainer.num_sanity_val_steps if self.trainer.sanity_checking else None
         smoothing = self._smoothing()
         with torch.no_grad():
@@ -179,8 +174,9 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.log_dict(self.val_r.compute(), prog_bar=True)
         self.val_r.reset()
 
-    def _tile_log_denominators(self, num_tiles: int) -> Tensor:
+    def _tile_log_denominators(self) -> Tensor:
         """(tiles, C) log of each validation tile's mean q (all-reduced under DDP)."""
+        num_tiles = max(self._tile_sums) + 1
         sums = torch.zeros(num_tiles, self.hparams["num_classes"], dtype=torch.float64)
         counts = torch.zeros(num_tiles, 1, dtype=torch.float64)
         sums, counts = sums.to(self.device), counts.to(self.device)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from lcip.callbacks import ReleaseProcessGroup
 from lcip.datamodules import ResumableDataLoader, TileDataModule
 from lcip.manifest import Manifest
-from lcip.samplers import GridCropSampler, RandomCropSampler
+from lcip.samplers import RandomCropSampler
 from lcip.stages.train import build_trainer
 
 SHAPES = [(96, 96), (96, 200), (150, 96), (64, 64)]
@@ -135,97 +134,3 @@ def test_two_gloo_processes_draw_disjoint_shares_every_epoch(
         single.set_epoch(epoch)
         assert a | b == set(_keys(single))
     assert rec[(0, 0)]["keys"] != rec[(0, 1)]["keys"]
-
-
-def test_a_grid_shards_in_whole_batches_or_not_at_all() -> None:
-    single = GridCropSampler([(96, 96), (64, 96)], 32, partition=True).keys  # 9 + 6 crops
-    shares = [
-        GridCropSampler(
-            [(96, 96), (64, 96)], 32, partition=True, batch_size=4, rank=r, world_size=2
-        )
-        for r in (0, 1)
-    ]
-    assert all(s.sharded for s in shares)
-    batches = [single[i : i + 4] for i in range(0, len(single), 4)]
-    assert shares[0].keys == [k for b in batches[0::2] for k in b]  # batches 0 and 2
-    assert shares[1].keys == [k for b in batches[1::2] for k in b]  # batches 1 and 3 (short)
-    few = GridCropSampler([(64, 64)], 32, partition=True, batch_size=4, rank=1, world_size=2)
-    assert not few.sharded and few.keys == GridCropSampler([(64, 64)], 32, partition=True).keys
-    with pytest.raises(ValueError, match="batch_size"):
-        GridCropSampler([(64, 64)], 32, rank=0, world_size=2)
-
-
-class _ValKeys(L.Callback):
-    """Writes each rank's validation crops and the per-tile denominators of its r."""
-
-    def __init__(self, out: str) -> None:
-        self.out = out
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loader = trainer.val_dataloaders
-        keys = [list(k) for k in loader.sampler]  # type: ignore[union-attr]
-        (Path(self.out) / f"val_rank{trainer.global_rank}.json").write_text(json.dumps(keys))
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tiles = len(trainer.val_dataloaders.dataset.tile_shapes)  # type: ignore[union-attr]
-        denominators = pl_module._tile_log_denominators(tiles)  # type: ignore[operator]
-        path = Path(self.out) / f"denominators_rank{trainer.global_rank}.json"
-        path.write_text(json.dumps(denominators.tolist()))
-
-
-def test_two_gloo_processes_validate_their_shares_and_report_the_single_process_figures(
-    fake_region: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from lcip.models import FCN
-    from lcip.tasks import ImplicitPosteriorTask
-
-    def validate(devices: int, strategy: str) -> dict[str, float]:
-        torch.manual_seed(0)
-        task = ImplicitPosteriorTask(
-            FCN(4, 4, num_filters=4, num_layers=2),
-            4,
-            loss="qr",
-            loss_kwargs={"denominator": "global"},  # eval: the batch's own, no collectives
-        )
-        dm = TileDataModule(fake_region, prior_layer="prior", batch_size=2, val_crop_size=32)
-        node = OmegaConf.create(
-            {
-                "_target_": "lightning.Trainer",
-                "accelerator": "cpu",
-                "devices": devices,
-                "strategy": strategy,
-                "logger": False,
-                "enable_progress_bar": False,
-                "enable_model_summary": False,
-                "default_root_dir": str(tmp_path),
-            }
-        )
-        trainer = build_trainer(node, callbacks=[_ValKeys(str(tmp_path))])
-        (results,) = trainer.validate(task, datamodule=dm)
-        return {k: float(v) for k, v in results.items()}
-
-    # One thread everywhere (spawned ranks read OMP_NUM_THREADS), so that a batch's arithmetic
-    # is the same bit for bit in every process: r's argmax is compared where the untrained
-    # network leaves near-ties.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = validate(1, "auto")
-    finally:
-        torch.set_num_threads(threads)
-    denominators = json.loads((tmp_path / "denominators_rank0.json").read_text())
-    everything = {tuple(k) for k in json.loads((tmp_path / "val_rank0.json").read_text())}
-    assert len(everything) == 9  # one 96 px validation tile, 3 x 3 crops: 5 batches of 2
-    ranks = validate(2, "ddp_spawn")
-    shares = [
-        {tuple(k) for k in json.loads((tmp_path / f"val_rank{r}.json").read_text())} for r in (0, 1)
-    ]
-    assert len(shares[0]) == 5 and len(shares[1]) == 4  # 3 and 2 batches
-    assert not shares[0] & shares[1] and shares[0] | shares[1] == everything
-    assert set(single) == {"val/loss", "val/q_acc", "val/q_miou", "val/r_acc", "val/r_miou"}
-    for key, value in single.items():
-        assert ranks[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    for r in (0, 1):  # every rank computes r with the whole tile's mean q
-        got = json.loads((tmp_path / f"denominators_rank{r}.json").read_text())
-        np.testing.assert_allclose(got, denominators, rtol=1e-9)
