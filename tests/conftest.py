@@ -16,6 +16,7 @@ from lcip.raster import Grid, write_raster
 from tests.httpserver import loopback  # noqa: F401 (a fixture for every test module)
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+REQUIRE_REALDATA = "LCIP_REQUIRE_REALDATA"  # set by .ci/run: real-data tests must not skip there
 CRS_UTM = CRS.from_epsg(32618)
 
 
@@ -74,6 +75,17 @@ def fake_region(tmp_path: Path) -> Manifest:
         )
     path = Manifest(tuple(tiles)).write(tmp_path / "manifest.csv")
     return Manifest.read(path)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, in one line, when CI's real sample data is missing (no silent skips)."""
+    import os
+
+    if os.environ.get(REQUIRE_REALDATA) and not (REALDATA / "README.md").is_file():
+        raise pytest.UsageError(
+            f"{REQUIRE_REALDATA} is set but {REALDATA}/README.md does not exist: the real-data "
+            "tests would skip (clone lcip beside ../shared, or unset it)"
+        )
 
 
 @pytest.fixture(autouse=True, scope="session")

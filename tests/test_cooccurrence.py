@@ -21,8 +21,8 @@ from lcip.priors.cooccurrence import (
     normalize_counts,
 )
 from lcip.raster import Grid, write_raster
+from tests.conftest import REALDATA
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 UTM = CRS.from_epsg(32618)
 # NLCD 30 m grid origin, deliberately not on the 1 m tile grid's 30 m multiples.
 NLCD_ORIGIN = (499_993.0, 4_400_017.0)
