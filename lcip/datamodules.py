@@ -15,7 +15,7 @@ from lcip.classes import ClassScheme, get_scheme
 from lcip.datasets import LayerSpec, TileWindowDataset, collate_windows
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest
-from lcip.samplers import GridCropSampler, RandomCropSampler
+from lcip.samplers import GridCropSampler, RandomCropSampler, ShardedBatchSampler
 
 
 class ResumableDataLoader(DataLoader[dict[str, torch.Tensor]]):
@@ -135,11 +135,11 @@ class TileDataModule(L.LightningDataModule):
 
     Under DDP each rank trains on its own share of every epoch's crops (see
     :class:`~lcip.samplers.RandomCropSampler`; ``steps_per_epoch`` is per rank, so an epoch
-    sees ``world_size`` times as many crops). Validation is not sharded: every rank runs the
-    whole grid, so the all-reduced per-tile sums and the synced metrics are exact ratios of
-    duplicated totals. (Sharding it would leave ranks with different numbers of validation
-    batches, and DDP broadcasts module buffers, e.g. batch norm statistics or the running
-    denominator, in every forward: ranks must run the same number of validation steps.)
+    sees ``world_size`` times as many crops), and validates its share of the validation
+    batches (see :class:`~lcip.samplers.ShardedBatchSampler`: whole batches, the same number on
+    every rank, padded with an all-invalid batch where one is short): the task sums its
+    figures over the ranks, so N ranks report the single-process figures in about 1/N of the
+    time.
     """
 
     def __init__(
@@ -267,12 +267,13 @@ class TileDataModule(L.LightningDataModule):
         return int(trainer.global_rank), int(trainer.world_size)
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]] | list[Any]:
-        """Batches of non-overlapping crops covering each validation tile once."""
+        """Batches of non-overlapping crops covering each validation tile once (this rank's)."""
         if self.val_dataset is None:
             return []
         shapes = self.val_dataset.tile_shapes
         size = min(self.val_crop_size, max(max(s) for s in shapes))
-        sampler = GridCropSampler(shapes, size, partition=True)
-        return DataLoader(
-            self.val_dataset, batch_size=self.batch_size, sampler=sampler, **self._loader_kwargs()
+        rank, world_size = self._rank()
+        batches = ShardedBatchSampler(
+            GridCropSampler(shapes, size, partition=True), self.batch_size, rank, world_size
         )
+        return DataLoader(self.val_dataset, batch_sampler=batches, **self._loader_kwargs())

@@ -407,7 +407,7 @@ class _ImplicitPosteriorLoss(_PriorLoss):
     pixels (over this process's pixels, or over the pixels of every rank, see
     :class:`QRLoss`).
 
-    **Gradients under DDP** (``"global"``, and ``"running"`` in training mode, with a process
+    **Gradients under DDP** (``"global"`` and ``"running"``, in training mode, with a process
     group of ``R`` ranks). Let rank ``k`` hold the valid pixels ``I_k``, let ``N = sum_k |I_k|``
     and ``D = sum_k S_k / N`` with ``S_k = sum_{j in I_k} q_j`` (for ``"running"``, ``D`` mixes
     this batch mean with the detached EMA, which changes nothing below). The loss on the
@@ -494,7 +494,7 @@ class _ImplicitPosteriorLoss(_PriorLoss):
         if self.denominator == "running":
             return self._running_log_denominator(log_q, mask)
         log_sum, count = _log_sum_and_count(log_q, mask)
-        if self.denominator == "global" and _distributed():
+        if self.denominator == "global" and self.training and _distributed():
             log_sum, count = _all_reduce_log_sum(log_sum, count)
             return _log_mean(log_sum, count), count
         return _log_mean(log_sum, count), None
@@ -567,8 +567,9 @@ class QRLoss(_ImplicitPosteriorLoss):
       gradients *after DDP's averaging over the ranks* are the single-process gradients (each
       rank backpropagates ``R`` times its share of the global sum; see
       :class:`_ImplicitPosteriorLoss` for the derivation). A rank with more nodata therefore
-      weighs less. Every rank must call the loss at every step (it runs collectives). With no
-      process group it equals ``"batch"``.
+      weighs less. Every rank must call the loss at every training step (it runs
+      collectives). In eval mode (``loss.eval()``, e.g. validation, where each rank holds its
+      own share of the batches) and with no process group it equals ``"batch"``.
     * ``"running"``: an exponential moving average of the per-class *mean* of ``q`` over valid
       pixels (the mean rather than the sum, so its scale does not depend on batch size; for
       ``"batch"`` the scale cancels in the class normalization anyway), kept in the buffers

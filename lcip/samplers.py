@@ -162,6 +162,8 @@ class GridCropSampler(Sampler[WindowKey]):
         stride: int | None = None,
         partition: bool = False,
     ) -> None:
+        self.tile_shapes = [tuple(s) for s in tile_shapes]
+        self.size = size
         self.keys: list[WindowKey] = []
         step = size if partition else (stride or size)
         for t, (h, w) in enumerate(tile_shapes):
@@ -174,6 +176,57 @@ class GridCropSampler(Sampler[WindowKey]):
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+class ShardedBatchSampler(Sampler[list[WindowKey]]):
+    """Consecutive batches of a crop grid, this rank's share, the same number on every rank.
+
+    The grid's crops are cut into consecutive batches of ``batch_size`` (the last may be
+    short), and rank ``k`` of ``world_size`` takes batches ``k, k + world_size, ...``: every
+    batch is one that a single process would see, so per-batch values (a loss with its batch's
+    denominator) are the single-process ones and sums over the ranks are the single-process
+    sums. A rank left one batch short gets a *padding batch* instead: one crop lying wholly
+    past the bottom-right corner of tile 0, whose pixels are all invalid (no mask, ignored
+    labels), so it adds nothing to any sum. Every rank thus runs the same number of steps, which
+    DDP needs: it broadcasts module buffers (batch-norm statistics, a running denominator) in
+    every forward, also in validation during ``fit``.
+
+    Args:
+        grid: the crops.
+        batch_size: crops per batch.
+        rank: this process's rank; None: from ``torch.distributed`` (0 without a group).
+        world_size: number of ranks; None: from ``torch.distributed`` (1 without a group).
+    """
+
+    def __init__(
+        self,
+        grid: GridCropSampler,
+        batch_size: int,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size {batch_size}: must be at least 1")
+        auto_rank, auto_world = distributed_rank()
+        self.rank = auto_rank if rank is None else rank
+        self.world_size = auto_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        keys = grid.keys
+        every = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
+        self.batches: list[list[WindowKey]] = every[self.rank :: self.world_size]
+        steps = -(-len(every) // self.world_size)
+        if len(self.batches) < steps:
+            height, width = grid.tile_shapes[0]
+            self.batches.append([(0, height, width, grid.size, grid.size)])
+        #: Number of padding batches at the end of :attr:`batches` (0 or 1).
+        self.padding = steps - len(every[self.rank :: self.world_size])
+
+    def __iter__(self) -> Iterator[list[WindowKey]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def grid_starts(length: int, size: int, stride: int) -> list[int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
@@ -35,8 +36,13 @@ class ImplicitPosteriorTask(L.LightningModule):
     mean of ``q`` over each validation *tile's* valid pixels, not over one batch. The sums are
     accumulated per tile during the validation pass (whose crops partition each tile), then a
     second pass over the validation loader computes ``r`` with them, so the ``val/r_*``
-    figures a user watches are those ``lcip-predict`` will give on the same tiles. Under DDP
-    the per-tile sums are all-reduced before the second pass.
+    figures a user watches are those ``lcip-predict`` will give on the same tiles.
+
+    ``val/loss`` is the mean of the batches' losses weighted by their valid pixels. Under DDP
+    each rank validates its share of the validation batches (see
+    :class:`lcip.samplers.ShardedBatchSampler`); the per-tile sums are all-reduced before the
+    second pass and every figure is a ratio of sums over the ranks, so N ranks report the
+    single-process figures.
 
     Args:
         model: the network (logits, B x C x H x W).
@@ -104,6 +110,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         )
         self.val_q = metrics.clone(prefix="val/q_")
         self.val_r = metrics.clone(prefix="val/r_")
+        self.val_loss = MeanMetric()
 
     def forward(self, image: Tensor) -> Tensor:
         """Logits of the network, in float32 (also under bf16/16-bit mixed precision)."""
@@ -136,9 +143,11 @@ class ImplicitPosteriorTask(L.LightningModule):
         """Loss and q accuracy/mIoU on a batch; accumulates per-tile sums of q for r."""
         logits = self(batch["image"])
         mask = batch["mask"]
-        loss = apply_loss(self.criterion, logits, batch)
+        loss = apply_loss(self.criterion, logits, batch).detach()
         bs = batch["image"].shape[0]
-        self.log("val/loss", loss, prog_bar=True, batch_size=bs)
+        valid = mask.sum().to(loss.dtype)  # 0 in a padding batch (see ShardedBatchSampler)
+        self.val_loss.update(torch.where(valid > 0, loss, 0.0), weight=valid)
+        self.log("val/loss", self.val_loss, prog_bar=True)
         if "label" not in batch:
             return
         log_q = log_probs(logits, "logits", self._smoothing())
@@ -154,13 +163,16 @@ class ImplicitPosteriorTask(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Second pass: r with each tile's denominator, and the val/r metrics."""
-        if not getattr(self, "_tile_sums", None):
+        if not getattr(self, "_tile_sums", None):  # no labels (on every rank alike)
             return
-        log_denom = self._tile_log_denominators()
         loaders = self.trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
         assert loader is not None
-        limit = self.trainer.num_sanity_val_steps if self.trainer.sanity_checking else None
+        log_denom = self._tile_log_denominators(len(loader.dataset.tile_shapes))
+        # The batches the first pass ran (fewer under limit_val_batches or the sanity check).
+        trainer = self.trainer
+        ran = trainer.num_sanity_val_batches if trainer.sanity_checking else trainer.num_val_batches
+        limit = int(ran[0]) if ran and math.isfinite(ran[0]) else None
         smoothing = self._smoothing()
         with torch.no_grad():
             for i, batch in enumerate(loader):
@@ -174,9 +186,13 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.log_dict(self.val_r.compute(), prog_bar=True)
         self.val_r.reset()
 
-    def _tile_log_denominators(self) -> Tensor:
-        """(tiles, C) log of each validation tile's mean q (all-reduced under DDP)."""
-        num_tiles = max(self._tile_sums) + 1
+    def _tile_log_denominators(self, num_tiles: int) -> Tensor:
+        """(tiles, C) log of each validation tile's mean q (all-reduced under DDP).
+
+        Args:
+            num_tiles: number of validation tiles (the same on every rank, whichever tiles
+                its share of the batches touched).
+        """
         sums = torch.zeros(num_tiles, self.hparams["num_classes"], dtype=torch.float64)
         counts = torch.zeros(num_tiles, 1, dtype=torch.float64)
         sums, counts = sums.to(self.device), counts.to(self.device)

@@ -109,7 +109,7 @@ def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest,
     expected = correct / total
     assert abs(float(trainer.callback_metrics["val/r_acc"]) - expected) < 1e-6
     # the denominators are each tile's own, and they differ between the tiles
-    denoms = task._tile_log_denominators().float()
+    denoms = task._tile_log_denominators(len(batch_logq)).float()
     for i, lq in enumerate(batch_logq):
         direct = log_denominator(lq, batch_mask[i])
         torch.testing.assert_close(denoms[i], direct, atol=1e-5, rtol=0)
