@@ -34,6 +34,20 @@ def distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)``: the given ones, or :func:`distributed_rank`'s where None.
+
+    Raises:
+        ValueError: the rank is outside ``[0, world_size)``.
+    """
+    auto_rank, auto_world = distributed_rank()
+    rank = auto_rank if rank is None else rank
+    world_size = auto_world if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    return rank, world_size
+
+
 class RandomCropSampler(Sampler[WindowKey]):
     """Random crops from many tiles, seeded and reproducible per epoch, sharded by rank.
 
@@ -67,11 +81,7 @@ class RandomCropSampler(Sampler[WindowKey]):
         small = [i for i, (h, w) in enumerate(tile_shapes) if h < size or w < size]
         if small:
             raise ValueError(f"tiles {small} are smaller than the crop size {size}")
-        auto_rank, auto_world = distributed_rank()
-        self.rank = auto_rank if rank is None else rank
-        self.world_size = auto_world if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.rank, self.world_size = resolve_rank(rank, world_size)
         self.tile_shapes = list(tile_shapes)
         self.size = size
         self.length = length
@@ -207,11 +217,7 @@ class ShardedBatchSampler(Sampler[list[WindowKey]]):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size {batch_size}: must be at least 1")
-        auto_rank, auto_world = distributed_rank()
-        self.rank = auto_rank if rank is None else rank
-        self.world_size = auto_world if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside world size {self.world_size}")
+        self.rank, self.world_size = resolve_rank(rank, world_size)
         keys = grid.keys
         every = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
         self.batches: list[list[WindowKey]] = every[self.rank :: self.world_size]
