@@ -18,12 +18,13 @@ class ReleaseProcessGroup(Callback):
 
     Without it a rank that finishes first exits while its peers still hold gloo connections
     to it; the peers then abort in the process group's teardown (``terminate called without
-    an active exception``, SIGABRT) after training finished, about one run in six here with
-    ``ddp_spawn`` on CPU. After Lightning's own teardown (``on_fit_end`` is the last hook),
-    the ranks meet at a barrier and destroy the group. A no-op in a single process.
+    an active exception``, SIGABRT) after the run finished, about one run in six here with
+    ``ddp_spawn`` on CPU. In the ``teardown`` hook (the last one Lightning calls, after
+    ``on_fit_end``, for ``fit``, ``validate``, ``test`` and ``predict`` alike) the ranks meet at
+    a barrier and destroy the group. A no-op in a single process.
     """
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Barrier, then destroy the default process group (when one is initialized)."""
         import torch.distributed as dist
 

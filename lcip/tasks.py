@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
@@ -112,6 +112,10 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.val_r = metrics.clone(prefix="val/r_")
         self.val_loss = MeanMetric()
 
+    def setup(self, stage: str) -> None:
+        """Give the metrics process-local state (see :func:`unshare_metric_states`)."""
+        unshare_metric_states(self)
+
     def forward(self, image: Tensor) -> Tensor:
         """Logits of the network, in float32 (also under bf16/16-bit mixed precision)."""
         out: Tensor = self.model(image)
@@ -183,8 +187,9 @@ class ImplicitPosteriorTask(L.LightningModule):
                 denom = log_denom[batch["tile"]].to(log_q.dtype)[..., None, None]
                 log_r = implied_posterior(log_q, log_prior(batch["prior"], smoothing), denom)
                 self.val_r.update(log_r.argmax(1), _target(batch))
-        self.log_dict(self.val_r.compute(), prog_bar=True)
-        self.val_r.reset()
+        self.log_dict(
+            self.val_r, prog_bar=True
+        )  # computed (synced over ranks) and reset by Lightning
 
     def _tile_log_denominators(self, num_tiles: int) -> Tensor:
         """(tiles, C) log of each validation tile's mean q (all-reduced under DDP).
@@ -252,6 +257,23 @@ def apply_loss(criterion: nn.Module, logits: Tensor, batch: dict[str, Tensor]) -
     return loss
 
 
+def unshare_metric_states(module: nn.Module) -> None:
+    """Give every torchmetrics state of ``module`` fresh memory of this process's own.
+
+    ``ddp_spawn`` on CPU hands the module to its processes through ``torch.multiprocessing``,
+    which puts every tensor in shared memory. Lightning copies the parameters and buffers back
+    out, but metric states are neither: without this, all ranks would update one shared
+    confusion matrix in place, racing, and report wrong sums (seen as a flaky mIoU).
+    ``reset`` sets each state to a fresh copy of its default (a collection's own ``reset`` also
+    keeps its compute groups' shared states).
+    """
+    for child in module.children():
+        if isinstance(child, Metric | MetricCollection):
+            child.reset()
+        else:
+            unshare_metric_states(child)
+
+
 def _target(batch: dict[str, Tensor]) -> Tensor:
     """The batch's labels with invalid pixels set to the ignore index."""
     target = batch["label"].clone()
@@ -276,6 +298,10 @@ class SupervisedTask(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
+
+    def setup(self, stage: str) -> None:
+        """Give the metrics process-local state (see :func:`unshare_metric_states`)."""
+        unshare_metric_states(self)
 
     def forward(self, image: Tensor) -> Tensor:
         """Logits of the network."""

@@ -169,6 +169,17 @@ class _ValRecorder(L.Callback):
         self.out = out
         self.steps = 0
 
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from torchmetrics import Metric
+
+        states = [
+            getattr(m, name)
+            for m in pl_module.modules()
+            if isinstance(m, Metric)
+            for name in m._defaults
+        ]
+        self.shared = any(state.is_shared() for state in states)
+
     def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
         self.steps += 1
 
@@ -179,6 +190,7 @@ class _ValRecorder(L.Callback):
         record = {
             "batches": [[list(k) for k in b] for b in loader.batch_sampler],  # type: ignore[union-attr]
             "steps": self.steps,
+            "shared": self.shared,
             "denominators": denominators.tolist(),
         }
         path = Path(self.out) / f"val_{trainer.state.fn.value}_rank{trainer.global_rank}.json"
@@ -239,6 +251,9 @@ def test_two_gloo_processes_validate_their_shares_and_report_the_single_process_
     (got,) = ranks.validate(task(), datamodule=datamodule())
     shares = [record("validate", r) for r in (0, 1)]
     assert [s["steps"] for s in shares] == [3, 3]  # batches 0, 2, 4 | 1, 3 and a padding one
+    # ddp_spawn passes the task through shared memory: metric states must not stay there (the
+    # ranks would add into one confusion matrix, racing)
+    assert [s["shared"] for s in shares] == [False, False]
     mine = [[tuple(map(tuple, b)) for b in s["batches"]] for s in shares]
     assert mine[0] == every[0::2] and mine[1][:2] == every[1::2] and len(mine[1]) == 3
     assert set(expected) == {"val/loss", "val/q_acc", "val/q_miou", "val/r_acc", "val/r_miou"}
