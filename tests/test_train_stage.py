@@ -203,3 +203,29 @@ def test_corrupt_layer_is_caught_when_training_opens_it(tmp_path: Path) -> None:
     with pytest.raises(LcipError, match=str(path)):
         train(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_lcip_train_on_two_ddp_processes_trains_and_validates_its_shares(tmp_path: Path) -> None:
+    """``lcip-train trainer=ddp`` as a user starts it on one node (Lightning starts rank 1)."""
+    write_prior_region(tmp_path)
+    script = Path(sys.executable).parent / "lcip-train"
+    args = [
+        *tiny_overrides(tmp_path, "ddp"),
+        "data.steps_per_epoch=5",
+        "data.val_crop_size=32",  # 9 crops in batches of 4: 2 + 1 batches, one padding batch
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+    ]
+    run = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in run.stderr and "terminate called" not in run.stderr
+    run_dir = tmp_path / "runs" / "tiny" / "ddp"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 2 * 5  # steps_per_epoch is per rank
+    rows = [r for r in read_rows(run_dir / "logs" / "metrics.csv") if "val/r_acc" in r]
+    assert len(rows) == 2  # one validation per epoch, logged once (by rank 0)
+    for row in rows:
+        assert 0 < float(row["val/q_acc"]) <= 1 and 0 < float(row["val/r_miou"]) <= 1
+        assert float(row["val/loss"]) > 0
