@@ -220,13 +220,12 @@ class ShardedBatchSampler(Sampler[list[WindowKey]]):
         self.rank, self.world_size = resolve_rank(rank, world_size)
         keys = grid.keys
         every = [keys[i : i + batch_size] for i in range(0, len(keys), batch_size)]
-        self.batches: list[list[WindowKey]] = every[self.rank :: self.world_size]
-        steps = -(-len(every) // self.world_size)
-        if len(self.batches) < steps:
-            height, width = grid.tile_shapes[0]
-            self.batches.append([(0, height, width, grid.size, grid.size)])
+        mine = every[self.rank :: self.world_size]
         #: Number of padding batches at the end of :attr:`batches` (0 or 1).
-        self.padding = steps - len(every[self.rank :: self.world_size])
+        self.padding = -(-len(every) // self.world_size) - len(mine)
+        height, width = grid.tile_shapes[0]
+        pad: list[WindowKey] = [(0, height, width, grid.size, grid.size)]
+        self.batches: list[list[WindowKey]] = mine + [pad] * self.padding
 
     def __iter__(self) -> Iterator[list[WindowKey]]:
         return iter(self.batches)

@@ -187,9 +187,8 @@ class ImplicitPosteriorTask(L.LightningModule):
                 denom = log_denom[batch["tile"]].to(log_q.dtype)[..., None, None]
                 log_r = implied_posterior(log_q, log_prior(batch["prior"], smoothing), denom)
                 self.val_r.update(log_r.argmax(1), _target(batch))
-        self.log_dict(
-            self.val_r, prog_bar=True
-        )  # computed (synced over ranks) and reset by Lightning
+        # Logged as metrics: Lightning computes them (summed over the ranks), then resets them.
+        self.log_dict(self.val_r, prog_bar=True)
 
     def _tile_log_denominators(self, num_tiles: int) -> Tensor:
         """(tiles, C) log of each validation tile's mean q (all-reduced under DDP).
