@@ -222,6 +222,18 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             part = src.read(list(range(1, bands + 1)), window=Window(cs, rs, ce - cs, re - rs))
             np.copyto(dst, part, casting="unsafe")
 
+    def _read_windows_into(
+        self,
+        keys: Sequence[WindowKey],
+        windows: Sequence[Window],
+        layer: str,
+        out: npt.NDArray[Any],
+        fill: float = 0,
+    ) -> None:
+        """:meth:`read_into` for each window, into ``out[i]`` (``out``: one array per key)."""
+        for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
+            self.read_into(key[0], layer, window, out[i], fill)
+
     def _band_count(self, layer: str) -> int:
         counts = self.__dict__.setdefault("_bands", {})
         if layer not in counts:
@@ -273,9 +285,8 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         bands = self._band_count(spec.image)
         image, valid = out["image"][:n], out["mask"][:n]
         windows = [Window(c, r, w, h) for _, r, c, _, _ in keys]
-        for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
-            self.read_into(key[0], spec.image, window, image[i, :bands], fill=np.nan)
-            out["tile"][i] = key[0]
+        self._read_windows_into(keys, windows, spec.image, image[:, :bands], fill=np.nan)
+        out["tile"][:n] = [k[0] for k in keys]
         nodata = [self.image_nodata[k[0]] for k in keys]
         if len({_nodata_key(v) for v in nodata}) == 1:
             valid[...] = valid_imagery(image[:, :bands], nodata[0], self.zero_is_nodata)
@@ -289,21 +300,18 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
         first = bands
         for name in spec.extra:
             last = first + self._band_count(name)
-            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
-                self.read_into(key[0], name, window, image[i, first:last])
+            self._read_windows_into(keys, windows, name, image[:, first:last])
             first = last
         valid &= np.isfinite(image).all(axis=1)
         np.copyto(image, 0.0, where=~valid[:, None])
         if spec.prior:
             prior = out["prior"][:n]
-            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
-                self.read_into(key[0], spec.prior, window, prior[i], fill=np.nan)
+            self._read_windows_into(keys, windows, spec.prior, prior, fill=np.nan)
             valid &= np.isfinite(prior).all(axis=1)
             np.copyto(prior, 0.0, where=~valid[:, None])
         if spec.label:
             raw = self._scratch("label", (n, 1, h, w), np.int32)
-            for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
-                self.read_into(key[0], spec.label, window, raw[i])
+            self._read_windows_into(keys, windows, spec.label, raw)
             out["label"][:n] = self.scheme.map_labels(raw[:, 0])
         if spec.nlcd:
             for i, (key, window) in enumerate(zip(keys, windows, strict=True)):
