@@ -9,8 +9,9 @@ A manifest is a CSV file (one row per tile) with the columns
 - one column per *layer* (``naip``, ``nlcd``, ``lc``, ``prior_nlcd``, ...): the layer's file,
   relative to the manifest's folder (or absolute). An empty cell means the tile has no such
   layer. Several tiles may name the same file (e.g. one region-wide 30 m NLCD raster).
-- optional ``<layer>_url`` and ``<layer>_sha256`` columns: where a layer came from and its
-  checksum (written by the acquisition stage; not layers themselves).
+- optional ``<layer>_url``, ``<layer>_sha256`` and ``<layer>_fraction`` columns: where a layer
+  came from, its checksum and the fraction of the tile it covers (written by the acquisition
+  stage; not layers themselves).
 
 Every stage reads a manifest and writes one that adds the layers it produced.
 """
@@ -29,7 +30,7 @@ from lcip.errors import ManifestError
 
 #: Columns every manifest has, in this order.
 CORE_COLUMNS: tuple[str, ...] = ("tile_id", "split", "crs", "left", "bottom", "right", "top")
-_META_SUFFIXES = ("_url", "_sha256")
+_META_SUFFIXES = ("_url", "_sha256", "_fraction")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Tile:
         crs: CRS string of the tile grid.
         bounds: (left, bottom, right, top) in ``crs``.
         layers: layer name -> absolute file path.
-        meta: extra per-layer metadata columns (``<layer>_url``, ``<layer>_sha256``).
+        meta: extra per-layer metadata columns (``<layer>_url``, ``<layer>_sha256``,
+            ``<layer>_fraction``).
     """
 
     tile_id: str

@@ -126,7 +126,8 @@ def stac_api(root: Path, items: Sequence[dict[str, Any]]) -> StandIn:
         start, end = (request.get("datetime") or "../..").split("/")
         found = []
         for item in items:
-            when = item["properties"]["datetime"][:10]
+            props = item["properties"]  # real label items: datetime null, start_datetime set
+            when = str(props.get("datetime") or props.get("start_datetime") or "")[:10]
             if collections and item["collection"] not in collections:
                 continue
             if area is not None and not shape(item["geometry"]).intersects(area):
@@ -290,3 +291,170 @@ __all__ = [
     "stac_api",
     "stac_item",
 ]
+
+
+# ------------------------------------------------------------- recorded answers and headers
+def scripted(server: StandIn, path: str, answers: Sequence[tuple[int, str, bytes]]) -> StandIn:
+    """``server`` answering its next ``len(answers)`` requests to ``path`` with ``answers`` (in
+    order: status, content type, body), and later ones as before (e.g. a real recorded error
+    answer first, then the real data)."""
+    route = server.routes[path]
+    queue = list(answers)
+    lock = threading.Lock()
+
+    def answer(method: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        with lock:
+            next_answer = queue.pop(0) if queue else None
+        return next_answer if next_answer is not None else route(method, query, body)
+
+    server.routes[path] = answer
+    return server
+
+
+def header_log(server: StandIn) -> list[tuple[str, dict[str, str]]]:
+    """Record the headers of every request ``server`` receives, as ``(path, headers)``.
+
+    Call before the server starts (it swaps the server's handler for one that also records).
+    """
+    seen: list[tuple[str, dict[str, str]]] = []
+    base: Any = _routing_handler(server)
+
+    class Handler(base):  # type: ignore[misc,valid-type]
+        def parse_request(self) -> bool:
+            ok = bool(super().parse_request())
+            if ok:
+                path = unquote(urlsplit(self.path).path).strip("/")
+                seen.append((path, dict(self.headers.items())))
+            return ok
+
+    server._httpd.server_close()
+    server._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+    server._thread = threading.Thread(
+        target=server._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    return seen
+
+
+def nominatim_recorded(root: Path, answers: Mapping[str, list[dict[str, Any]]]) -> StandIn:
+    """A Nominatim ``/search`` answering a name with a real recorded answer (a JSON list).
+
+    Recordings made with ``format=json`` carry no ``geojson``; when a request asks for
+    ``polygon_geojson=1`` (osmnx's ``geocode_to_gdf`` does), each result without one gets the
+    point Nominatim gives a place it knows as a node (``{"type": "Point", "coordinates":
+    [lon, lat]}``).
+    """
+
+    def search(method: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        found = json.loads(json.dumps(answers.get(query.get("q", [""])[0], [])))
+        if query.get("polygon_geojson", ["0"])[0] == "1":
+            for result in found:
+                lon, lat = float(result["lon"]), float(result["lat"])
+                result.setdefault("geojson", {"type": "Point", "coordinates": [lon, lat]})
+        return _json(found)
+
+    return StandIn(root, {"search": search})
+
+
+__all__ += ["header_log", "nominatim_recorded", "scripted"]
+
+
+# ------------------------------------------------- recorded STAC pages, pgstac's geometry limit
+#: The hosts of real Planetary Computer answers, and where the recorded stand-in serves them.
+PC_HOSTS = {
+    "https://planetarycomputer.microsoft.com/api/stac/v1/": "",
+    "https://naipeuwest.blob.core.windows.net/": "blob/",
+}
+
+
+def _too_big(request: Mapping[str, Any], limit: int | None) -> tuple[int, str, bytes] | None:
+    """pgstac's answer to a search whose ``intersects`` GeoJSON is over ``limit`` bytes."""
+    geometry = request.get("intersects")
+    if limit is None or geometry is None or len(json.dumps(geometry)) <= limit:
+        return None
+    return _json({"code": "InternalServerError", "description": "geometry too large"}, 500)
+
+
+def recorded_stac_api(
+    root: Path, pages: Sequence[Mapping[str, Any]], max_intersects_bytes: int | None = 8192
+) -> StandIn:
+    """A STAC API replaying real recorded search pages (``{"request": ..., "response": ...}``).
+
+    A search without a ``token`` gets the first page, one with a token the page whose recorded
+    request carried it (pystac-client follows the recorded POST ``next`` links). Addresses of
+    the real hosts (:data:`PC_HOSTS`) point here: asset files are served from ``root/blob/``.
+    A search whose ``intersects`` is over ``max_intersects_bytes`` of JSON is answered 500.
+    The JSON bodies of the searches are kept in ``server.search_bodies``.
+    """
+    holder: dict[str, StandIn] = {}
+    bodies: list[dict[str, Any]] = []
+
+    def here(value: Any) -> Any:
+        text = json.dumps(value)
+        for host, prefix in PC_HOSTS.items():
+            text = text.replace(host, holder["server"].url(prefix))
+        return json.loads(text)
+
+    def landing(method: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        base = holder["server"].url("")
+        return _json(
+            {
+                "type": "Catalog",
+                "id": "recorded",
+                "stac_version": "1.0.0",
+                "description": "recorded Planetary Computer search pages",
+                "conformsTo": [
+                    "https://api.stacspec.org/v1.0.0/core",
+                    "https://api.stacspec.org/v1.0.0/item-search",
+                ],
+                "links": [
+                    {"rel": "self", "href": base, "type": "application/json"},
+                    {"rel": "root", "href": base, "type": "application/json"},
+                    {
+                        "rel": "search",
+                        "href": base + "search",
+                        "type": "application/geo+json",
+                        "method": "POST",
+                    },
+                ],
+            }
+        )
+
+    def search(method: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        request = json.loads(body or b"{}")
+        bodies.append(request)
+        refused = _too_big(request, max_intersects_bytes)
+        if refused is not None:
+            return refused
+        token = request.get("token")
+        for page in pages:
+            if page["request"]["body"].get("token") == token:
+                return _json(here(page["response"]), ctype="application/geo+json")
+        return _json({"code": "BadRequest", "description": f"unknown token {token}"}, 400)
+
+    server = StandIn(root, {"": landing, "search": search})
+    holder["server"] = server
+    server.search_bodies = bodies  # type: ignore[attr-defined]
+    return server
+
+
+def strict_stac_api(
+    root: Path, items: Sequence[dict[str, Any]], max_intersects_bytes: int = 8192
+) -> StandIn:
+    """:func:`stac_api` answering 500 to a search whose ``intersects`` is over
+    ``max_intersects_bytes`` of JSON (as pgstac behind the Planetary Computer has); the JSON
+    bodies of the searches are kept in ``server.search_bodies``."""
+    server = stac_api(root, items)
+    inner = server.routes["search"]
+    bodies: list[dict[str, Any]] = []
+
+    def search(method: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        request = json.loads(body or b"{}")
+        bodies.append(request)
+        return _too_big(request, max_intersects_bytes) or inner(method, query, body)
+
+    server.routes["search"] = search
+    server.search_bodies = bodies  # type: ignore[attr-defined]
+    return server
+
+
+__all__ += ["PC_HOSTS", "recorded_stac_api", "strict_stac_api"]

@@ -214,7 +214,7 @@ def test_server_without_ranges_falls_back_to_whole_archives(archives: Path, tmp_
         path = acquire(compose_config(chesapeake(server, tmp_path, *extra)))
     assert path is not None and len(Manifest.read(path)) == 4
     data = tmp_path / "data" / "chesapeake_cvpr"
-    assert (data / "cvpr_chesapeake_landcover.zip").stat().st_size == (
+    assert (data / "archives" / "cvpr_chesapeake_landcover.zip").stat().st_size == (
         archives / "cvpr_chesapeake_landcover.zip"
     ).stat().st_size
     # A wrong MD5 of the whole archive: one line, and the bad download is removed.
@@ -223,7 +223,9 @@ def test_server_without_ranges_falls_back_to_whole_archives(archives: Path, tmp_
             compose_config(chesapeake(server, tmp_path / "bad", "+acquire.archives.base.md5=0"))
         )
     assert "md5" in str(err.value).lower() and "\n" not in str(err.value)
-    bad = tmp_path / "bad" / "data" / "chesapeake_cvpr" / "cvpr_chesapeake_landcover.zip"
+    bad = (
+        tmp_path / "bad" / "data" / "chesapeake_cvpr" / "archives" / "cvpr_chesapeake_landcover.zip"
+    )
     assert not bad.exists()
 
 

@@ -46,3 +46,14 @@ def test_malformed(tmp_path: Path) -> None:
     )
     with pytest.raises(ManifestError, match="duplicate tile_id 'a'"):
         Manifest.read(dup)
+
+
+def test_meta_columns_are_not_layers(fake_region: Manifest, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    t0 = fake_region.tile("t0")
+    meta = {"lc_url": "https://x/lc.tif", "lc_fraction": "0.4213"}
+    tiles = [replace(t, meta=meta) if t.tile_id == "t0" else t for t in fake_region]
+    back = Manifest.read(Manifest(tuple(tiles)).write(tmp_path / "m2.csv"))
+    assert back.tile("t0").meta == meta
+    assert set(back.tile("t0").layers) == set(t0.layers)  # lc_fraction is no layer file

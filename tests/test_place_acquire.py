@@ -148,7 +148,8 @@ def overrides(s: dict[str, Any], out: Path, *extra: str, place: bool = True) -> 
         f"acquire.place.geocoder_url={s['geo'].url('')}",
         f"acquire.place.stac.url={s['stac'].url('')}",
         "acquire.place.stac.sign=false",
-        f"acquire.place.nlcd.url='{s['stac'].url('nlcd/nlcd_{year}.tif')}'",
+        "acquire.place.nlcd.source=cog",
+        f"acquire.place.nlcd.cog.url='{s['stac'].url('nlcd/nlcd_{year}.tif')}'",
         "acquire.place.nlcd.years=[2016,2019,2023]",
         f"acquire.place.osm.overpass_url={s['osm'].url('').rstrip('/')}",
         f"acquire.place.footprints.index_url={s['files'].url('dataset-links.csv')}",
@@ -189,7 +190,9 @@ def test_place_run_aligned_rerun_free_prior_and_training(
             assert naip.count == 4 and naip.read().mean() > 20
         with rasterio.open(tile.layer("lc")) as lc:  # Albers labels on the tile grid
             assert (lc.crs, lc.transform, lc.shape) == (naip.crs, naip.transform, naip.shape)
-            assert set(np.unique(lc.read(1))) <= {0, 1, 2, 3, 5, 6}
+            codes = lc.read(1)
+            assert set(np.unique(codes)) <= {0, 1, 2, 3, 5, 6}
+            assert float(tile.meta["lc_fraction"]) == pytest.approx((codes > 0).mean(), abs=1e-4)
         with rasterio.open(tile.layer("nlcd")) as nlcd:  # 30 m in the tile's CRS, with a halo
             assert nlcd.crs == naip.crs and nlcd.res == (30.0, 30.0)
             assert nlcd.transform.c % 30 == 0 and nlcd.transform.f % 30 == 0

@@ -15,6 +15,8 @@ layers, states / cities and splits are read from the class, so lcip follows Torc
 A region (``region.source``) names the dataset, the subset (a state or a city) and the
 splits; :meth:`Dataset.select` picks the members of those tiles and layers from an archive's
 member names, so one state can be fetched without the rest of the archive.
+:meth:`Dataset.torchgeo_files` lists what the TorchGeo class's ``_verify`` checks for (every
+split folder and one tile), so that an acquired state or city opens in that class.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ class Dataset:
     #: The archive holding a layer, when not :attr:`default_archive`.
     layer_archives: ClassVar[Mapping[str, str]] = {}
     default_archive: ClassVar[str] = ""
+
+    def torchgeo_files(self) -> tuple[str, ...]:
+        """What the TorchGeo class's ``_verify`` checks for, as paths under the data folder.
+
+        Split folders (no suffix) and a few member files (one tile of one split, every layer,
+        and the spatial index). A folder holding them all opens in the TorchGeo class without
+        an archive being looked for or extracted.
+        """
+        raise NotImplementedError
 
     def archive_of(self, layer: str) -> str:
         """The key of the archive that holds an lcip layer."""
@@ -179,6 +190,12 @@ class ChesapeakeCVPR(Dataset):
         _check_layers(TG.valid_layers, self.layers)
         return {k: Archive(k, TG.urls[k], TG.filenames[k], TG.md5s[k]) for k in TG.subdatasets}
 
+    def torchgeo_files(self) -> tuple[str, ...]:
+        """``ChesapeakeCVPR._files``: 18 split folders and West Virginia's val tile."""
+        from torchgeo.datasets import ChesapeakeCVPR as TG
+
+        return tuple(TG._files)
+
     def subsets(self) -> tuple[str, ...]:
         """The six states."""
         from torchgeo.datasets import ChesapeakeCVPR as TG
@@ -231,6 +248,12 @@ class EnviroAtlas(Dataset):
         if missing:
             raise ConfigError(f"torchgeo.datasets.EnviroAtlas lacks layers {sorted(missing)}")
         return {"lotp": Archive("lotp", TG.url, TG.filename, TG.md5)}
+
+    def torchgeo_files(self) -> tuple[str, ...]:
+        """``EnviroAtlas._files`` (under ``enviroatlas_lotp/``): 10 split folders, Austin's tile."""
+        from torchgeo.datasets import EnviroAtlas as TG
+
+        return tuple(f"enviroatlas_lotp/{f}" for f in TG._files)
 
     def subsets(self) -> tuple[str, ...]:
         """The four cities (``pittsburgh_pa``, ``durham_nc``, ``austin_tx``, ``phoenix_az``)."""

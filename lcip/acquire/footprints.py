@@ -3,10 +3,19 @@
 Microsoft's Global ML Building Footprints (which include the US footprints) are published
 as one gzipped file of GeoJSON lines per Bing Maps quadkey (zoom 9) and country, listed in an
 index, ``dataset-links.csv`` (columns ``Location``, ``QuadKey``, ``Url``, ``Size``, ...;
-``acquire.place.footprints.index_url``). :func:`fetch_footprints` finds the quadkeys that
-cover a tile (their zoom is read from the index), downloads their files once into a cache
-(resumable and atomic, :func:`lcip.acquire.http.download`), and writes the footprints that
-intersect the tile as a GeoPackage, the tile's ``buildings`` layer.
+``acquire.place.footprints.index_url``). The index moved hosts on 2024-11-07 (from
+``minedbuildings.blob.core.windows.net`` to ``minedbuildings.z5.web.core.windows.net``, see
+the dataset's README on GitHub, microsoft/GlobalMLBuildingFootprints) and is updated in place;
+each of its rows names a file under a dated release folder, so a new release is a new URL.
+The cached index is named by a hash of its URL (:func:`index_cache_name`): another
+``index_url`` fetches its own index; delete the cached one to pick up a newer release.
+
+The stage finds the quadkeys that cover a tile (their zoom is read from the index), downloads
+each file once (resumable and atomic, :func:`lcip.acquire.http.download`, which retries 429 and
+503 answers) and parses it once into a GeoPackage with a spatial index
+(:func:`index_footprints`, named after the file's URL hash, :func:`indexed_name`); every tile
+then reads its footprints by bounding box (:func:`footprints_in`) instead of re-reading a
+100 MB gzip, and writes those that intersect it as a GeoPackage, its ``buildings`` layer.
 """
 
 from __future__ import annotations
@@ -17,18 +26,28 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import pyogrio
+import shapely
+from shapely.errors import GEOSException
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
 from lcip.acquire.osm import write_gpkg
+from lcip.atomic import create_temporary
 from lcip.errors import DataError
+
+#: The layer of an indexed quadkey file (:func:`index_footprints`).
+INDEX_LAYER = "footprints"
+#: Lines parsed and written at a time when indexing a quadkey file (bounds the memory used).
+INDEX_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,99 @@ def cache_name(file: FootprintFile) -> str:
     return f"{file.quadkey}_{hashlib.sha256(file.url.encode()).hexdigest()[:12]}.csv.gz"
 
 
+def _hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
+def index_cache_name(url: str) -> str:
+    """The cached index's name: ``dataset-links_<hash of its URL>.csv``."""
+    return f"dataset-links_{_hash(url)}.csv"
+
+
+def indexed_name(file: FootprintFile) -> str:
+    """The indexed (GeoPackage) copy's name: its quadkey and a hash of its URL."""
+    return f"{file.quadkey}_{_hash(file.url)}.gpkg"
+
+
+def is_indexed(path: Path) -> bool:
+    """Whether ``path`` is a GeoPackage written by :func:`index_footprints`."""
+    if not path.is_file():
+        return False
+    try:
+        return INDEX_LAYER in {str(name) for name, _ in pyogrio.list_layers(path)}
+    except Exception:  # not a GeoPackage (a partial or foreign file)
+        return False
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            if line.strip():
+                chunk.append(line)
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk
+
+
+def index_footprints(src: Path, dst: Path, chunk: int = INDEX_CHUNK) -> Path:
+    """Parse a gzipped GeoJSON-lines file once into a GeoPackage with a spatial index.
+
+    Written atomically, ``chunk`` lines at a time; read it with :func:`footprints_in`.
+
+    Raises:
+        DataError: for a file that is not gzipped GeoJSON lines (naming it).
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = create_temporary(dst, ".gpkg")  # the driver wants its extension
+    try:
+        tmp.unlink()  # the GeoPackage driver creates its own file
+        written = False
+        for lines in _chunks(src, chunk):
+            geoms = shapely.from_geojson(lines)  # a Feature's geometry, or a bare geometry
+            _write(tmp, geoms, append=written)
+            written = True
+        if not written:
+            _write(tmp, [], append=False)
+        os.replace(tmp, dst)
+    except (OSError, EOFError, ValueError, GEOSException) as exc:
+        raise DataError(f"{src}: not gzipped GeoJSON lines ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
+def _write(path: Path, geoms: Any, append: bool) -> None:
+    gdf = gpd.GeoDataFrame(geometry=gpd.GeoSeries(list(geoms), crs="EPSG:4326"))
+    pyogrio.write_dataframe(
+        gdf,
+        path,
+        layer=INDEX_LAYER,
+        driver="GPKG",
+        geometry_type="Unknown",
+        append=append,
+        promote_to_multi=False,
+    )
+
+
+def footprints_in(path: Path, area: BaseGeometry) -> list[BaseGeometry]:
+    """The footprints of an indexed file (:func:`index_footprints`) that intersect ``area``.
+
+    Only the features in ``area``'s bounding box are read (the GeoPackage's R-tree).
+
+    Raises:
+        DataError: when ``path`` cannot be read.
+    """
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=INDEX_LAYER, bbox=tuple(area.bounds))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read indexed footprints ({exc})") from None
+    geoms = gdf.geometry.to_numpy()
+    return list(geoms[shapely.intersects(geoms, area)])
+
+
 def read_footprints(path: Path, area: BaseGeometry) -> list[BaseGeometry]:
     """The footprints (EPSG:4326) of a gzipped GeoJSON-lines file that intersect ``area``.
 
@@ -144,10 +256,17 @@ def gz_lines(features: Sequence[Mapping[str, Any]]) -> bytes:
 
 
 __all__ = [
+    "INDEX_CHUNK",
+    "INDEX_LAYER",
     "FootprintFile",
     "cache_name",
     "files_for",
+    "footprints_in",
     "gz_lines",
+    "index_cache_name",
+    "index_footprints",
+    "indexed_name",
+    "is_indexed",
     "lonlat_to_tile",
     "quadkey",
     "quadkeys_for",

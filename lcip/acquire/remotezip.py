@@ -77,6 +77,15 @@ class ZipMember:
         """Whether the entry is a folder."""
         return self.name.endswith("/")
 
+    @property
+    def compression(self) -> str:
+        """The compression method by name: ``stored``, ``deflated`` or ``method <n>``.
+
+        Only a stored member can be read by ranges like a plain file (e.g. GDAL's
+        ``/vsizip//vsicurl/``); reading any part of a deflated one inflates it from its start.
+        """
+        return {_STORED: "stored", _DEFLATED: "deflated"}.get(self.method, f"method {self.method}")
+
 
 def _file_crc(path: Path) -> int:
     crc = 0

@@ -702,7 +702,8 @@ def count_cooccurrence(
         shown = ", ".join(test_tiles[:5]) + (", ..." if len(test_tiles) > 5 else "")
         raise ConfigError(
             f"{where}: refusing to count the cooccurrence matrix on {len(test_tiles)} test "
-            f"tile(s) ({shown}); select training tiles or pass allow_test=True"
+            f"tile(s) ({shown}); count on training tiles (region.train_splits) or set "
+            "cooccurrence.allow_test=true to count on them anyway"
         )
     counts = np.zeros((scheme.num_classes, NUM_NLCD), dtype=np.int64)
     sums = BlockSums.zeros(scheme.num_classes)

@@ -4,10 +4,16 @@ For a region with a ``source`` (see :mod:`lcip.acquire.datasets`), the stage
 
 1. lists each archive it needs: through HTTP range requests it reads only the zip's central
    directory (or lists a whole archive already on disk); a server that does not serve ranges
-   makes it download the whole archive (resumable, MD5-checked) and list that;
+   makes it download the whole archive (resumable, MD5-checked) into ``<data>/archives/`` and
+   list that;
 2. selects the members of the region's subset, splits and layers (plus TorchGeo's spatial
-   index), and with ``acquire.dry_run=true`` prints them with their sizes and stops;
-3. fetches each member that is not already present (resumable, CRC-32 checked, atomic);
+   index and, with ``acquire.torchgeo_layout`` (default true), the one tile of another state
+   or city that TorchGeo's ``_verify`` checks for), and with ``acquire.dry_run=true`` prints
+   them with their sizes and stops;
+3. fetches each member that is not already present (resumable, CRC-32 checked, atomic), then
+   makes the (empty) split folders TorchGeo checks for, so that
+   ``torchgeo.datasets.ChesapeakeCVPR`` / ``EnviroAtlas`` open ``<data>/<dataset>`` for the
+   acquired splits without finding, or extracting, any whole archive;
 4. writes the manifest: tile id, split, CRS and bounds (from the imagery), one column per
    layer, and ``<layer>_url`` / ``<layer>_sha256`` per file. The checksums are remembered
    (:mod:`lcip.verify`), so stages reading the manifest detect a changed file cheaply.
@@ -35,12 +41,20 @@ from lcip.acquire.stamp import SETTINGS_FILE
 from lcip.acquire.stamp import up_to_date as _up_to_date
 from lcip.atomic import write_text
 from lcip.config import to_dict
-from lcip.errors import ConfigError, DataError
+from lcip.errors import ConfigError, DataError, DownloadError
 from lcip.manifest import Manifest, Tile
 from lcip.raster import Grid
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
+
+#: Folder under the data folder that whole archives are downloaded into: not the data folder
+#: itself, where TorchGeo's ``_verify`` would extract a zip of its ``filename`` whole.
+WHOLE_ARCHIVES = "archives"
+#: Layer name of the members fetched only so that TorchGeo's ``_verify`` finds its files.
+TORCHGEO_CHECK = "torchgeo_check"
+#: Layers of planned members that are not tile layers of the manifest.
+_NOT_TILE_LAYERS = ("index", TORCHGEO_CHECK)
 
 
 @dataclass(frozen=True)
@@ -79,11 +93,44 @@ def _archives(dataset: Dataset, overrides: Mapping[str, Any]) -> dict[str, Archi
     return out
 
 
+def whole_archive_path(archive: Archive, data_dir: Path) -> Path:
+    """Where a whole archive is read from or downloaded to.
+
+    An archive a user placed in the data folder itself is read there; lcip downloads into
+    ``<data folder>/archives/`` instead, so that TorchGeo's ``_verify`` never finds a whole zip
+    of its ``filename`` to extract into the data folder (over 100 GB for Chesapeake).
+    """
+    placed = data_dir / archive.filename
+    return placed if placed.exists() else data_dir / WHOLE_ARCHIVES / archive.filename
+
+
+def _download_whole(archive: Archive, local: Path, opts: Mapping[str, Any]) -> None:
+    """Download a whole archive, MD5-checked; a mismatch names the setting that skips it."""
+    from lcip.acquire.http import download
+
+    try:
+        download(
+            archive.url,
+            local,
+            md5=archive.md5,
+            retries=opts["retries"],
+            timeout=opts["timeout"],
+            progress=opts["progress"],
+        )
+    except DownloadError as exc:
+        if archive.md5 is None or "md5 mismatch" not in str(exc):
+            raise
+        raise DownloadError(
+            f"{exc} (the MD5 is TorchGeo's; for a mirror serving another build of the archive, "
+            f"+acquire.archives.{archive.key}.md5=null skips the check)"
+        ) from None
+
+
 def _list_archive(archive: Archive, data_dir: Path, opts: Mapping[str, Any]) -> ArchiveListing:
-    from lcip.acquire.http import RangeNotSupportedError, download, probe
+    from lcip.acquire.http import RangeNotSupportedError, probe
     from lcip.acquire.remotezip import RemoteZip
 
-    local = data_dir / archive.filename
+    local = whole_archive_path(archive, data_dir)
     if not local.exists():
         try:
             remote = RemoteZip(archive.url, timeout=opts["timeout"], retries=opts["retries"])
@@ -106,14 +153,7 @@ def _list_archive(archive: Archive, data_dir: Path, opts: Mapping[str, Any]) -> 
                 archive.url,
                 local,
             )
-            download(
-                archive.url,
-                local,
-                md5=archive.md5,
-                retries=opts["retries"],
-                timeout=opts["timeout"],
-                progress=opts["progress"],
-            )
+            _download_whole(archive, local, opts)
     try:
         with zipfile.ZipFile(local) as z:
             members = {
@@ -126,13 +166,44 @@ def _list_archive(archive: Archive, data_dir: Path, opts: Mapping[str, Any]) -> 
     return ArchiveListing(archive, members, local=local)
 
 
+def torchgeo_checks(
+    dataset: Dataset, listings: Mapping[str, ArchiveListing], picked: Sequence[LayerMember]
+) -> tuple[list[LayerMember], list[str]]:
+    """The members TorchGeo's ``_verify`` checks for that are not picked yet, and those missing.
+
+    Args:
+        dataset: the dataset.
+        listings: the listed archives.
+        picked: members already selected for the region.
+
+    Returns:
+        (members to fetch as :data:`TORCHGEO_CHECK`, checked files no listed archive holds).
+    """
+    have = {p.member for p in picked}
+    out, missing = [], []
+    for name in dataset.torchgeo_files():
+        if not Path(name).suffix or name in have:
+            continue  # a split folder (made after the fetch), or already fetched
+        key = next((k for k, x in sorted(listings.items()) if name in x.members), None)
+        if key is None:
+            missing.append(name)
+        else:
+            out.append(LayerMember(key, name, "", "", TORCHGEO_CHECK))
+    return out, missing
+
+
 def plan(
     dataset: Dataset,
     listings: Mapping[str, ArchiveListing],
     source: Mapping[str, Any],
     data_dir: Path,
+    torchgeo: bool = True,
 ) -> list[PlannedMember]:
     """The members to fetch for a region's source, with the spatial index.
+
+    With ``torchgeo``, also the files TorchGeo's ``_verify`` checks for (one tile of another
+    state or city, see :meth:`Dataset.torchgeo_files`) when the listed archives hold them all,
+    so that TorchGeo's class opens the data folder; otherwise a warning says it will not.
 
     Raises:
         DataError: when the archives hold no tile of the region or its test tiles differ from
@@ -148,7 +219,7 @@ def plan(
             for m, k in dataset.extras.items()
             if k == key and m in listing.members
         ]
-    if not any(p.layer != "index" for p in picked) and all(
+    if not any(p.layer not in _NOT_TILE_LAYERS for p in picked) and all(
         listing.whole_size is None for listing in listings.values()
     ):
         raise DataError(f"{dataset.name}: the archives hold no {layers} files of {subset} {splits}")
@@ -165,6 +236,19 @@ def plan(
                 f"region.source.test_tiles (missing {sorted(set(expected) - found)}, "
                 f"extra {sorted(found - set(expected))})"
             )
+    if torchgeo and any(listing.members for listing in listings.values()):
+        checks, missing = torchgeo_checks(dataset, listings, picked)
+        if missing:
+            log.warning(
+                "%s: the archives lack %d of the files TorchGeo's _verify checks for (e.g. %s): "
+                "TorchGeo's class will not open %s",
+                dataset.name,
+                len(missing),
+                missing[0],
+                data_dir,
+            )
+        else:
+            picked += checks
     out = []
     for p in picked:
         compressed, size = listings[p.archive].members[p.member]
@@ -220,10 +304,28 @@ def _fetch(
                 listing.archive.url,
                 names,
                 data_dir,
-                archive_path=data_dir / listing.archive.filename,
+                archive_path=listing.local or whole_archive_path(listing.archive, data_dir),
                 md5=listing.archive.md5,
                 progress=opts["progress"],
             )
+
+
+def complete_torchgeo_layout(dataset: Dataset, data_dir: Path) -> bool:
+    """Make the split folders TorchGeo's ``_verify`` checks for, once its files are all there.
+
+    Empty folders of the states or cities not acquired: TorchGeo checks that they exist, and
+    reads only the tiles of the splits it is asked for (from the spatial index).
+
+    Returns:
+        whether TorchGeo's class now finds every file it checks for under ``data_dir``.
+    """
+    files = dataset.torchgeo_files()
+    if not all((data_dir / f).is_file() for f in files if Path(f).suffix):
+        return False
+    for f in files:
+        if not Path(f).suffix:
+            (data_dir / f).mkdir(parents=True, exist_ok=True)
+    return True
 
 
 def write_manifest(
@@ -245,7 +347,7 @@ def write_manifest(
     split_of: dict[str, str] = {}
     for p in members:
         m = p.member
-        if m.layer == "index":
+        if m.layer in _NOT_TILE_LAYERS:
             continue
         if split_of.setdefault(m.tile_id, m.split) != m.split:
             raise DataError(f"tile {m.tile_id} is in splits {split_of[m.tile_id]} and {m.split}")
@@ -294,6 +396,10 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
             "use lcip-region)"
         )
     source = to_dict(cfg.region.source)
+    from lcip.acquire.http import configure_rate_limits
+
+    limits = cfg.acquire.get("rate_limits")  # every request below waits for them
+    configure_rate_limits(None if limits is None else to_dict(limits))
     if source.get("dataset") == "place":  # any US area: NAIP through STAC, NLCD, OSM, ...
         from lcip.stages.acquire_place import acquire_place
 
@@ -323,7 +429,8 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
         return manifest_path
     data_dir.mkdir(parents=True, exist_ok=True)
     listings = {k: _list_archive(a, data_dir, opts) for k, a in sorted(archives.items())}
-    members = plan(dataset, listings, source, data_dir)
+    torchgeo = bool(cfg.acquire.get("torchgeo_layout", True))
+    members = plan(dataset, listings, source, data_dir, torchgeo=torchgeo)
     if opts["dry_run"]:
         print(describe(members, listings))
         return None
@@ -335,10 +442,23 @@ def acquire(cfg: DictConfig, force: bool = False) -> Path | None:
         _gb(sum(p.compressed_size for p in members if not p.present)),
     )
     _fetch(members, listings, data_dir, opts)
+    if torchgeo and complete_torchgeo_layout(dataset, data_dir):
+        log.info("%s opens in TorchGeo's own dataset class (root=%s)", dataset.name, data_dir)
     write_manifest(members, archives, data_dir, manifest_path, str(cfg.region.image_layer))
     write_text(stamp, json.dumps(settings, indent=1, sort_keys=True))
     log.info("region %s: manifest %s", cfg.region.name, manifest_path)
     return manifest_path
 
 
-__all__ = ["SETTINGS_FILE", "acquire", "describe", "plan", "write_manifest"]
+__all__ = [
+    "SETTINGS_FILE",
+    "TORCHGEO_CHECK",
+    "WHOLE_ARCHIVES",
+    "acquire",
+    "complete_torchgeo_layout",
+    "describe",
+    "plan",
+    "torchgeo_checks",
+    "whole_archive_path",
+    "write_manifest",
+]

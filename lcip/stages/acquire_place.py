@@ -4,11 +4,14 @@ For the area selected by ``region.source`` (a place name, a bounding box or NAIP
 and a NAIP ``year`` or ``date_range``; :mod:`lcip.acquire.area`) the stage
 
 1. searches the STAC catalog (``acquire.place.stac``) for NAIP scenes intersecting the area and
-   keeps the newest scene of every quarter quad (:mod:`lcip.acquire.stac`); each scene is a
-   tile, on its own UTM grid;
-2. downloads each scene (resumable, size-checked, atomic: :func:`lcip.acquire.http.download`)
-   and resamples it to ``acquire.place.resolution`` metres (bilinear; ``native`` keeps the
-   scene's grid) as a COG;
+   keeps the newest scene of every quarter quad (:mod:`lcip.acquire.stac`; a complex area is
+   searched by its simplified hull, then filtered exactly); each scene is a tile, on its own
+   UTM grid;
+2. brings each scene to ``acquire.place.resolution`` metres (bilinear; ``native`` keeps the
+   scene's grid) as a COG: a 0.3 m scene is read remotely from its overview onto the grid
+   (:mod:`lcip.acquire.naip`), others are downloaded (resumable, atomic, size-checked against
+   the catalog's ``file:size`` or a ``HEAD`` request: :func:`lcip.acquire.http.download`) and
+   resampled; the first log line says the bytes to transfer and the disk they take;
 3. per tile, writes the NLCD of the nearest release around the tile at 30 m in the tile's
    CRS (:mod:`lcip.acquire.nlcd`), the OSM roads / waterways / water bodies / buildings
    (:mod:`lcip.acquire.osm`), the Microsoft building footprints (:mod:`lcip.acquire.footprints`)
@@ -18,9 +21,10 @@ and a NAIP ``year`` or ``date_range``; :mod:`lcip.acquire.area`) the stage
    ``buildings`` [, ``lc``], and ``<layer>_url`` / ``<layer>_sha256``), remembering the
    checksums (:mod:`lcip.verify`).
 
-``acquire.dry_run=true`` lists the scenes, files and queries with their sizes and fetches
-nothing. A rerun whose settings match ``acquire.json`` and whose files verify makes no request
-at all; OSM answers and footprint files are cached per area in ``<acquire.dir>/place``.
+``acquire.dry_run=true`` lists the scenes (remote size, how each is read, bytes to transfer
+and on disk), files and queries with their sizes and fetches nothing. A rerun whose settings
+match ``acquire.json`` and whose files verify makes no request at all; OSM answers and
+indexed footprint files are cached in ``<acquire.dir>/place``.
 """
 
 from __future__ import annotations
@@ -42,11 +46,27 @@ from tqdm.auto import tqdm
 import lcip
 from lcip.acquire import area as area_mod
 from lcip.acquire import footprints as fp
-from lcip.acquire.http import download, probe
-from lcip.acquire.nlcd import fetch_nlcd, nearest_release, nlcd_grid, nlcd_params
+from lcip.acquire import naip as naip_mod
+from lcip.acquire.http import Sign, download, probe
+from lcip.acquire.labels import Labels, fetch_labels
+from lcip.acquire.nlcd import (
+    choose_release,
+    fetch_nlcd,
+    nearest_release,
+    nlcd_grid,
+    nlcd_params,
+    nlcd_source,
+)
 from lcip.acquire.osm import cache_name as osm_cache_name
 from lcip.acquire.osm import fetch_osm
-from lcip.acquire.stac import Scene, newest_scenes, quad_box, scene_of, search
+from lcip.acquire.stac import (
+    MAX_GEOMETRY_BYTES,
+    Scene,
+    newest_scenes,
+    quad_box,
+    search,
+    signer,
+)
 from lcip.acquire.stamp import SETTINGS_FILE, up_to_date
 from lcip.align import RESAMPLING, align_raster, grid_for
 from lcip.atomic import atomic_path, write_text
@@ -54,7 +74,7 @@ from lcip.config import to_dict
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest, Tile
 from lcip.provenance import is_up_to_date, provenance
-from lcip.raster import Grid
+from lcip.raster import Grid, is_valid_raster
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
@@ -145,15 +165,16 @@ def footprint_polygon(grid: Grid, buffer_m: float) -> BaseGeometry:
 
 
 def find_scenes(
-    source: Mapping[str, Any], place: Mapping[str, Any], opts: Options
+    source: Mapping[str, Any], place: Mapping[str, Any], opts: Options, cache: Path | None = None
 ) -> tuple[area_mod.Area, list[Scene]]:
-    """The area and its newest NAIP scenes.
+    """The area and its newest NAIP scenes (geocoding answers cached under ``cache/geocode``).
 
     Raises:
         DataError: when no NAIP scene covers the area in the time asked for.
     """
     stac = place["stac"]
-    area = area_mod.select_area(source, str(place["geocoder_url"]), opts.timeout)
+    geocoded = None if cache is None else cache / "geocode"
+    area = area_mod.select_area(source, str(place["geocoder_url"]), opts.timeout, geocoded)
     geometry = area.geometry
     if area.tiles is not None:
         geometry = shapely.union_all([quad_box(t).buffer(-0.005) for t in area.tiles])
@@ -164,9 +185,10 @@ def find_scenes(
         str(stac["collection"]),
         geometry,
         when,
-        sign=bool(stac.get("sign", False)),
         timeout=opts.timeout,
+        max_geometry_bytes=int(stac.get("max_geometry_bytes", MAX_GEOMETRY_BYTES)),
     )
+    _PROBED.clear()
     scenes = newest_scenes(items, str(stac.get("asset", "image")), area.geometry, area.tiles)
     if not scenes:
         raise DataError(
@@ -177,14 +199,97 @@ def find_scenes(
     return area, scenes
 
 
-def _sizes(url: str, known: int | None, timeout: float) -> str:
+#: Sizes the servers gave in this run (HEAD requests), by URL; emptied by :func:`find_scenes`.
+_PROBED: dict[str, int | None] = {}
+
+
+def _signer(place: Mapping[str, Any], opts: Options) -> Sign:
+    """Signs a scene's URL right before each request (``acquire.place.stac.sign``)."""
+    enabled = bool(place["stac"].get("sign", False))
+    return signer(enabled, timeout=opts.timeout, retries=opts.retries)
+
+
+def _probed_size(url: str, timeout: float, sign: Sign | None = None) -> int | None:
+    """The remote file's size from a ``HEAD`` request (asked once per run and URL)."""
+    if url not in _PROBED:
+        _PROBED[url] = probe(url, timeout=timeout, sign=sign).size
+    return _PROBED[url]
+
+
+def _sizes(url: str, known: int | None, timeout: float, sign: Sign | None = None) -> str:
     if known is not None:
         return str(known)
     try:
-        size = probe(url, timeout=timeout).size
+        size = _probed_size(url, timeout, sign)
     except DataError as exc:
         return f"? ({str(exc)[:80]})"
     return "?" if size is None else str(size)
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """What one scene will cost: how it is read, and bytes on the network and on disk.
+
+    Attributes:
+        scene: the scene.
+        mode: ``download`` (the whole file, then resampled) or ``remote`` (its overview read
+            onto the grid, :mod:`lcip.acquire.naip`).
+        present: the tile's ``naip.tif`` is already there (nothing to fetch; not probed).
+        size: the remote file's size (``file:size`` or a ``HEAD`` request), None if unknown.
+        transfer: bytes to move (estimate for remote reads), None if unknown.
+        disk: bytes left on disk (the downloaded scene and the resampled one, uncompressed
+            estimate), None if unknown.
+    """
+
+    scene: Scene
+    mode: str
+    present: bool
+    size: int | None
+    transfer: int | None
+    disk: int | None
+
+
+def plan_scene(scene: Scene, tile_dir: Path, place: Mapping[str, Any], opts: Options) -> ScenePlan:
+    """The :class:`ScenePlan` of a scene (a ``HEAD`` request when its size is unknown).
+
+    Raises:
+        DownloadError: when the server does not answer the ``HEAD`` request.
+    """
+    res = resolution_of(place)
+    mode = naip_mod.read_mode(scene.item, res, place["stac"].get("read", "auto"))
+    if is_valid_raster(tile_dir / "naip.tif"):
+        return ScenePlan(scene, mode, True, scene.size, 0, None)
+    size = scene.size
+    if size is None:
+        size = _probed_size(scene.href, opts.timeout, _signer(place, opts))
+    asset = str(place["stac"].get("asset", "image"))
+    out = naip_mod.output_bytes(scene.item, res, asset)
+    if mode == "remote" or res is None:
+        disk = out if res is not None else size
+    else:
+        disk = None if size is None or out is None else size + out
+    transfer = naip_mod.transfer_bytes(scene.item, size, mode, res)
+    return ScenePlan(scene, mode, False, size, transfer, disk)
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def summary(plans: Sequence[ScenePlan], place: Mapping[str, Any]) -> str:
+    """One line: NAIP bytes a run moves and leaves on disk (the first line a run logs)."""
+    res = resolution_of(place)
+    todo = [p for p in plans if not p.present]
+    remote = sum(p.mode == "remote" for p in todo)
+    transfer = sum(p.transfer or 0 for p in todo)
+    disk = sum(p.disk or 0 for p in todo)
+    unknown = " (sizes unknown for some)" if any(p.disk is None for p in todo) else ""
+    at = "native" if res is None else f"{res:g} m"
+    return (
+        f"{len(plans)} tiles: {len(todo)} NAIP scenes to fetch at {at} ({remote} read remotely "
+        f"from overviews, {len(todo) - remote} downloaded whole): ~{transfer / 1e6:.1f} MB to "
+        f"transfer, ~{disk / 1e6:.1f} MB on disk{unknown}"
+    )
 
 
 def describe(
@@ -196,32 +301,49 @@ def describe(
     nlcd_url: str,
     opts: Options,
 ) -> str:
-    """What a run would fetch: scenes with sizes, NLCD windows, OSM queries, footprint files."""
-    lines = [f"{area.label}: {len(scenes)} NAIP scenes", f"{'file':<90} {'bytes':>12}  state"]
-    total = 0
+    """What a run would fetch: scenes with sizes, NLCD windows, OSM queries, footprint files.
+
+    Per scene: the remote file's size (``HEAD`` request when the catalog does not say), how it
+    is read (``download`` or ``remote``), the bytes to transfer and the disk it takes
+    (:class:`ScenePlan`); then the totals.
+    """
+    lines = [
+        f"{area.label}: {len(scenes)} NAIP scenes",
+        f"{'file':<90} {'bytes':>12}  {'read':<8} {'transfer':>10} {'disk':>10}  state",
+    ]
+    plans = []
     for s in scenes:
-        size = _sizes(s.href, s.size, opts.timeout)
-        total += int(size) if size.isdigit() else 0
-        state = "present" if (tiles_dir / s.id / "naip.tif").is_file() else "to fetch"
-        lines.append(f"{public_url(s.href, True):<90} {size:>12}  {state}")
+        try:
+            plan = plan_scene(s, tiles_dir / s.id, place, opts)
+        except DataError as exc:
+            lines.append(f"{public_url(s.href, True):<90} {'?':>12}  ({str(exc)[:80]})")
+            continue
+        plans.append(plan)
+        size = "?" if plan.size is None else str(plan.size)
+        state = "present" if plan.present else "to fetch"
+        lines.append(
+            f"{public_url(s.href, True):<90} {size:>12}  {plan.mode:<8} "
+            f"{_mb(plan.transfer):>10} {_mb(plan.disk):>10}  {state}"
+        )
     lines.append(f"{'NLCD window per tile: ' + nlcd_url:<90} {'~0.1 MB':>12}  to read")
     lines.append(f"{'OSM per tile: ' + str(place['osm']['overpass_url']):<90} {'':>12}  to query")
-    index = cache / "footprints" / "dataset-links.csv"
-    index_url = str(place["footprints"]["index_url"])
-    if index.is_file():
+    settings = place["footprints"]
+    index_url = str(settings.get("index_url") or "")
+    index = cache / "footprints" / fp.index_cache_name(index_url)
+    if index_url and index.is_file():
+        seen: set[str] = set()
         for s in scenes:
-            grid_poly = s.geometry
-            for f in fp.files_for(
-                fp.read_index(index), grid_poly, place["footprints"].get("locations")
-            ):
-                size = _sizes(f.url, None, opts.timeout)
-                state = (
-                    "present" if (cache / "footprints" / fp.cache_name(f)).is_file() else "to fetch"
-                )
+            for f in fp.files_for(fp.read_index(index), s.geometry, settings.get("locations")):
+                if f.url in seen:
+                    continue
+                seen.add(f.url)
+                indexed = fp.is_indexed(cache / "footprints" / fp.indexed_name(f))
+                size = "" if indexed else _sizes(f.url, None, opts.timeout)
+                state = "present (indexed)" if indexed else "to fetch, index once"
                 lines.append(f"{f.url:<90} {size:>12}  {state}")
-    else:
+    elif index_url:
         lines.append(f"{index_url:<90} {_sizes(index_url, None, opts.timeout):>12}  to fetch")
-    lines.append(f"{len(scenes)} tiles: {total / 1e6:.2f} MB of NAIP to fetch at most")
+    lines.append(summary(plans, place))
     return "\n".join(lines)
 
 
@@ -238,11 +360,18 @@ def _footprints(
     settings: Mapping[str, Any],
     opts: Options,
 ) -> Path:
-    """The footprints of the index's files covering ``polygon``, written to ``dst``."""
+    """The footprints of the index's files covering ``polygon``, written to ``dst``.
+
+    Each quadkey file is downloaded and parsed once, into a GeoPackage with a spatial index
+    (:func:`lcip.acquire.footprints.index_footprints`; the gzip is then removed); every tile
+    reads its footprints from that by bounding box. Throttled requests (429, 503) are retried
+    by :func:`lcip.acquire.http.download`.
+    """
     index_url = str(settings["index_url"])
+    folder = cache / "footprints"
     index = download(
         index_url,
-        cache / "footprints" / "dataset-links.csv",
+        folder / fp.index_cache_name(index_url),
         retries=opts.retries,
         timeout=opts.timeout,
         progress=opts.progress,
@@ -250,45 +379,94 @@ def _footprints(
     files = fp.files_for(fp.read_index(index), polygon, settings.get("locations"))
     geoms: list[BaseGeometry] = []
     for f in files:
-        path = download(
-            f.url,
-            cache / "footprints" / fp.cache_name(f),
-            retries=opts.retries,
-            timeout=opts.timeout,
-            progress=opts.progress,
-        )
-        geoms += fp.read_footprints(path, polygon)
+        indexed = folder / fp.indexed_name(f)
+        if not fp.is_indexed(indexed):
+            path = download(
+                f.url,
+                folder / fp.cache_name(f),
+                retries=opts.retries,
+                timeout=opts.timeout,
+                progress=opts.progress,
+            )
+            fp.index_footprints(path, indexed)
+            path.unlink()
+        geoms += fp.footprints_in(indexed, polygon)
     return fp.write_footprints(geoms, dst)
 
 
 def _labels(
     scene: Scene, grid: Grid, dst: Path, cache: Path, settings: Mapping[str, Any], opts: Options
-) -> tuple[Path, str] | None:
-    """1 m labels from a STAC collection onto the tile grid (first covering item wins)."""
-    stac = settings["stac"]
-    labels = settings["labels"]
-    items = search(
-        str(labels.get("url") or stac["url"]),
-        str(labels["collection"]),
-        scene.geometry,
-        None,
-        sign=bool(labels.get("sign", stac.get("sign", False))),
+) -> Labels | None:
+    """1 m labels on the tile grid: every covering item mosaicked (:mod:`lcip.acquire.labels`)."""
+    return fetch_labels(
+        scene.id,
+        grid,
+        dst,
+        cache / "labels",
+        settings["labels"],
+        catalog_url=str(settings["stac"]["url"]),
+        imagery=scene.item,
+        sign=bool(settings["stac"].get("sign", False)),
         timeout=opts.timeout,
+        retries=opts.retries,
+        progress=opts.progress,
     )
-    if not items:
-        log.warning("tile %s: no labels in %s", scene.id, labels["collection"])
-        return None
-    label = scene_of(sorted(items, key=lambda i: str(i["id"]))[0], str(labels.get("asset", "data")))
-    src = download(
-        label.href,
-        cache / "labels" / f"{label.id}.tif",
-        size=label.size,
+
+
+def _resampled_up_to_date(native: Path, naip: Path, res: float) -> bool:
+    """Whether ``naip`` was resampled from ``native`` as it is now (no request needed)."""
+    if not native.is_file():
+        return False
+    try:
+        target = grid_for(native, resolution=res)
+    except DataError:  # a truncated or corrupt scene: fetched again
+        return False
+    return is_up_to_date(naip, provenance(imagery_params(target), {"source": native}), target)
+
+
+def fetch_naip(scene: Scene, tile_dir: Path, place: Mapping[str, Any], opts: Options) -> Path:
+    """The tile's ``naip.tif`` at ``acquire.place.resolution``: read or downloaded, checked.
+
+    A scene whose overviews serve the resolution (:func:`lcip.acquire.naip.read_mode`) is read
+    remotely onto the grid, nothing else kept. Otherwise the whole scene is downloaded to
+    ``naip_native.tif`` (``naip.tif`` itself for ``native``), size-checked against the
+    catalog's ``file:size`` or the server's answer to a ``HEAD`` request (also when a file is
+    already there: a truncated one is fetched again), and resampled (bilinear).
+
+    Raises:
+        DownloadError: one line naming the URL when a transfer fails.
+    """
+    res = resolution_of(place)
+    naip = tile_dir / "naip.tif"
+    public = public_url(scene.href, bool(place["stac"].get("sign", False)))
+    sign = _signer(place, opts)
+    if naip_mod.read_mode(scene.item, res, place["stac"].get("read", "auto")) == "remote":
+        assert res is not None
+        if opts.force or not naip_mod.is_read(naip, public, res):
+            naip_mod.read_remote(
+                scene.href, naip, res, source=public, sign=sign, timeout=opts.timeout
+            )
+        return naip
+    native = tile_dir / ("naip.tif" if res is None else "naip_native.tif")
+    if not opts.force and res is not None and _resampled_up_to_date(native, naip, res):
+        return naip
+    size = scene.size if scene.size is not None else _probed_size(scene.href, opts.timeout, sign)
+    download(
+        scene.href,
+        native,
+        size=size,
         retries=opts.retries,
         timeout=opts.timeout,
         progress=opts.progress,
+        desc=scene.id,
+        sign=sign,
     )
-    align_raster(src, dst, grid, "categorical")
-    return dst, public_url(label.href, bool(stac.get("sign", False)))
+    if res is not None:
+        target = grid_for(native, resolution=res)
+        expected = provenance(imagery_params(target), {"source": native})
+        if opts.force or not is_up_to_date(naip, expected, target):
+            align_raster(native, naip, target, "imagery")
+    return naip
 
 
 def build_tile(
@@ -297,45 +475,33 @@ def build_tile(
     tile_dir: Path,
     cache: Path,
     place: Mapping[str, Any],
-    nlcd_url: str,
+    naip_year: int,
     opts: Options,
 ) -> Tile:
     """Fetch and align one tile's layers (imagery and NLCD skipped when up to date)."""
     signed = bool(place["stac"].get("sign", False))
-    res = resolution_of(place)
-    native = tile_dir / ("naip.tif" if res is None else "naip_native.tif")
-    download(
-        scene.href,
-        native,
-        size=scene.size,
-        retries=opts.retries,
-        timeout=opts.timeout,
-        progress=opts.progress,
-        desc=scene.id,
-    )
-    naip = tile_dir / "naip.tif"
-    if res is not None:
-        target = grid_for(native, resolution=res)
-        expected = provenance(imagery_params(target), {"source": native})
-        if opts.force or not is_up_to_date(naip, expected, target):
-            align_raster(native, naip, target, "imagery")
+    naip = fetch_naip(scene, tile_dir, place, opts)
     grid = Grid.of(naip)
     layers: dict[str, Path] = {"naip": naip}
     urls = {"naip": public_url(scene.href, signed)}
     nlcd = tile_dir / "nlcd.tif"
     halo_m = float(place["nlcd"]["halo_m"])
     nlcd_target = nlcd_grid(grid, halo_m)
-    expected = provenance(nlcd_params(nlcd_url, nlcd_target, halo_m))
+    imagery_year = int(scene.datetime[:4]) if scene.datetime[:4].isdigit() else naip_year
+    release = choose_release(scene.id, imagery_year, list(place["nlcd"]["years"]))
+    nlcd_src = nlcd_source(place["nlcd"], release)
+    expected = provenance(nlcd_params(nlcd_src.location, nlcd_target, halo_m))
     if opts.force or not is_up_to_date(nlcd, expected, nlcd_target):
-        fetch_nlcd(nlcd_url, grid, nlcd, halo_m, opts.timeout)
-    layers["nlcd"], urls["nlcd"] = nlcd, nlcd_url
+        fetch_nlcd(nlcd_src, grid, nlcd, halo_m, opts.timeout, cache, opts.progress)
+    layers["nlcd"], urls["nlcd"] = nlcd, nlcd_src.location
     # Vector layers and labels come from caches: written again on every run that gets here.
     osm = place["osm"]
     polygon = footprint_polygon(grid, float(osm["buffer_m"]))
     if osm.get("overpass_url"):
         url = str(osm["overpass_url"])
         layers["osm"] = _write_copy(
-            fetch_osm(polygon, url, cache / "osm", opts.timeout), tile_dir / "osm.gpkg"
+            fetch_osm(polygon, url, cache / "osm", float(osm.get("timeout", 180))),
+            tile_dir / "osm.gpkg",
         )
         urls["osm"] = f"{url}#{osm_cache_name(polygon, url)}"
     if place["footprints"].get("index_url"):
@@ -343,11 +509,15 @@ def build_tile(
             polygon, tile_dir / "buildings.gpkg", cache, place["footprints"], opts
         )
         urls["buildings"] = str(place["footprints"]["index_url"])
+    fraction: float | None = None
     if place.get("labels") and place["labels"].get("collection"):
         got = _labels(scene, grid, tile_dir / "lc.tif", cache, place, opts)
         if got is not None:
-            layers["lc"], urls["lc"] = got
+            layers["lc"], urls["lc"] = got.path, got.url
+            fraction = got.fraction
     meta = {f"{k}_url": v for k, v in urls.items()}
+    if fraction is not None:
+        meta["lc_fraction"] = f"{fraction:.4f}"
     return Tile(scene.id, split, grid.crs.to_string(), grid.bounds, layers, meta)
 
 
@@ -394,7 +564,7 @@ def acquire_place(cfg: DictConfig, force: bool = False) -> Path | None:
     area_mod.selector(source)
     year = area_mod.nominal_year(source)
     nlcd_year = nearest_release(year, list(place["nlcd"]["years"]))
-    nlcd_url = str(place["nlcd"]["url"]).format(year=nlcd_year)
+    nlcd_url = nlcd_source(place["nlcd"], nlcd_year).location
     manifest_path = region_manifest_path(cfg)
     settings = {"source": source, "place": place, "lcip_version": lcip.__version__}
     stamp = manifest_path.parent / SETTINGS_FILE
@@ -403,14 +573,15 @@ def acquire_place(cfg: DictConfig, force: bool = False) -> Path | None:
         return manifest_path
     cache = Path(cfg.acquire.dir) / "place"
     tiles_dir = Path(cfg.region.dir) / "tiles"
-    area, scenes = find_scenes(source, place, opts)
+    area, scenes = find_scenes(source, place, opts, cache)
     if opts.dry_run:
         print(describe(area, scenes, tiles_dir, cache, place, nlcd_url, opts))
         return None
+    log.info("%s", summary([plan_scene(s, tiles_dir / s.id, place, opts) for s in scenes], place))
     log.info("%s: %d NAIP scenes; NLCD %d (for %d)", area.label, len(scenes), nlcd_year, year)
     splits = assign_splits([s.id for s in scenes], source.get("splits") or {})
     tiles = [
-        build_tile(s, splits[s.id], tiles_dir / s.id, cache, place, nlcd_url, opts)
+        build_tile(s, splits[s.id], tiles_dir / s.id, cache, place, year, opts)
         for s in tqdm(scenes, desc="tiles", unit="tile", disable=not opts.progress)
     ]
     write_checked_manifest(tiles, manifest_path)
@@ -421,13 +592,17 @@ def acquire_place(cfg: DictConfig, force: bool = False) -> Path | None:
 
 __all__ = [
     "SETTINGS_FILE",
+    "ScenePlan",
     "acquire_place",
     "assign_splits",
     "build_tile",
     "describe",
+    "fetch_naip",
     "find_scenes",
     "footprint_polygon",
+    "plan_scene",
     "public_url",
     "resolution_of",
+    "summary",
     "write_checked_manifest",
 ]

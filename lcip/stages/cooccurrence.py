@@ -83,8 +83,47 @@ def borrowed_cooccurrence(cfg: DictConfig, source: str) -> Cooccurrence:
     return replace(coocc, source=source, lsr=replace(coocc.lsr, source=source))
 
 
+def counting_splits(cfg: DictConfig) -> list[str]:
+    """The splits whose tiles the matrix is counted on.
+
+    ``region.train_splits``; with ``cooccurrence.allow_test=true`` also ``region.eval_splits``
+    (the explicit override: the evaluation tiles are counted too, without touching
+    ``region.train_splits``, which also chooses the tiles a network trains on).
+
+    Raises:
+        ConfigError: one line naming both settings, if ``region.train_splits`` holds an
+            evaluation split and ``cooccurrence.allow_test`` is not set.
+    """
+    train = [str(s) for s in cfg.region.train_splits]
+    evals = [str(s) for s in cfg.region.get("eval_splits") or ()]
+    if bool(cfg.cooccurrence.allow_test):
+        return train + [s for s in evals if s not in train]
+    overlap = [s for s in train if s in evals]
+    if overlap:
+        raise ConfigError(
+            f"region.train_splits={train} holds evaluation splits {overlap} (region.eval_splits):"
+            " the cooccurrence matrix is counted on training tiles only; drop them from "
+            "region.train_splits or set cooccurrence.allow_test=true to count on them anyway"
+        )
+    return train
+
+
+def no_tiles_message(cfg: DictConfig, manifest: Manifest) -> str:
+    """The one-line error for a manifest with no tile of the counting splits."""
+    present = sorted({t.split for t in manifest})
+    return (
+        f"{manifest.path or 'manifest'}: no tiles of splits {counting_splits(cfg)} to count the "
+        f"cooccurrence matrix on (the manifest has splits {present}); set region.train_splits "
+        "to training splits it has, borrow a matrix with cooccurrence.source=<region or csv>, "
+        "or set cooccurrence.allow_test=true to count on region.eval_splits too"
+    )
+
+
 def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
     """Count P(target class | NLCD class) on the region's training tiles and write it.
+
+    The tiles are those of :func:`counting_splits`: ``region.train_splits``, plus
+    ``region.eval_splits`` with ``cooccurrence.allow_test=true``.
 
     Always recounted (it is cheap); priors record the matrix in their provenance, so an
     unchanged matrix does not make them stale. With ``cooccurrence.source`` set, the matrix
@@ -96,6 +135,10 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
 
     Returns:
         the cooccurrence statistics (also written to ``cooccurrence.dir``).
+
+    Raises:
+        ConfigError: one line naming the settings to change, when no tile is selected or an
+            evaluation split would be counted without ``cooccurrence.allow_test``.
     """
     out_dir = Path(cfg.cooccurrence.dir)
     source = cooccurrence_source(cfg)
@@ -104,13 +147,22 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
         result.write(out_dir)
         log.info("cooccurrence borrowed from %s, written to %s", source, out_dir)
         return result
-    manifest = Manifest.read(region_manifest_path(cfg)).select(list(cfg.region.train_splits))
+    allow_test = bool(cfg.cooccurrence.allow_test)
+    full = Manifest.read(region_manifest_path(cfg))
+    manifest = full.select(counting_splits(cfg))
+    if len(manifest) == 0:
+        raise ConfigError(no_tiles_message(cfg, full))
+    log.info(
+        "counting the cooccurrence matrix on %d tiles of splits %s",
+        len(manifest),
+        sorted({t.split for t in manifest}),
+    )
     result = count_cooccurrence(
         manifest,
         scheme_of(cfg),
         label_layer=cfg.region.label_layer,
         nlcd_layer=cfg.region.nlcd_layer,
-        allow_test=bool(cfg.cooccurrence.allow_test),
+        allow_test=allow_test,
         nlcd_encoding=check_nlcd_encoding(str(cfg.region.get("nlcd_encoding", "codes"))),
     )
     result.write(out_dir)

@@ -64,6 +64,39 @@ def evaluation_maps(cfg: DictConfig) -> list[MapSpec]:
     return maps
 
 
+def evaluation_tiles(manifest: Manifest, eval_splits: list[str]) -> Manifest:
+    """The predicted tiles of ``region.eval_splits``: the only tiles scored.
+
+    Maps of other splits (``predict.splits`` set wider, e.g. for quicklooks of training tiles)
+    are left out with a one-line warning rather than refused: the evaluation tiles' scores do
+    not depend on them, but mixing them in would score tiles a network may have trained on.
+
+    Raises:
+        ConfigError: one line naming ``region.eval_splits`` and ``predict.splits``, when no
+            predicted tile is of an evaluation split.
+    """
+    selected = manifest.select(eval_splits)
+    others = sorted({t.split for t in manifest if t.split not in eval_splits})
+    where = manifest.path or "predictions manifest"
+    if len(selected) == 0:
+        raise ConfigError(
+            f"{where}: no predictions for tiles of region.eval_splits={eval_splits} (it has "
+            f"splits {others}); run lcip-predict with predict.splits covering them, or set "
+            "region.eval_splits"
+        )
+    if others:
+        skipped = len(manifest) - len(selected)
+        log.warning(
+            "%s: %d predicted tiles of splits %s are not scored: only region.eval_splits=%s are "
+            "(set region.eval_splits to score them)",
+            where,
+            skipped,
+            others,
+            eval_splits,
+        )
+    return selected
+
+
 def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     """Evaluate the prior's argmax, q and r on the evaluation tiles under every protocol.
 
@@ -71,6 +104,8 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     :mod:`lcip.evaluate`). Writes ``evaluation.md`` (every protocol), ``evaluation.csv``
     (``paper``) and ``metrics.csv`` (every protocol, with a ``protocol`` column; per tile and
     for all tiles; IoU per class) into the run folder.
+
+    Only tiles of ``region.eval_splits`` are scored (see :func:`evaluation_tiles`).
 
     The q and r maps must have been made by the configured checkpoint (``predict.checkpoint``):
     maps made by another one are refused in one line. Pixels whose imagery is nodata are not
@@ -87,7 +122,10 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     names = [str(n) for n in cfg.get("evaluate", {}).get("protocols", [PAPER.name])]
     protocols = get_protocols(names)
     evaluations = evaluate_protocols(
-        Manifest.read(predictions_manifest_path(cfg)),
+        evaluation_tiles(
+            Manifest.read(predictions_manifest_path(cfg)),
+            [str(s) for s in cfg.region.eval_splits],
+        ),
         evaluation_maps(cfg),
         scheme_of(cfg),
         cfg.region.label_layer,

@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lcip.errors import ConfigError
 from lcip.manifest import Manifest
 from lcip.shards import merge_shards, parse_shard, select_shard
 from lcip.stages.checks import check_device, check_integer, cuda_available
@@ -55,6 +56,25 @@ def prediction_device(cfg: DictConfig) -> str:
     return device
 
 
+def selected_tiles(manifest: Manifest, splits: list[str]) -> Manifest:
+    """The tiles of ``predict.splits``.
+
+    Raises:
+        ConfigError: one line naming the splits looked for, those the manifest has and the
+            setting, when no tile is of those splits.
+    """
+    selected = manifest.select([str(s) for s in splits])
+    if len(selected) == 0:
+        present = sorted({t.split for t in manifest})
+        has = f"has splits {present}; set predict.splits=[{','.join(present)}] or a subset"
+        raise ConfigError(
+            f"{manifest.path or 'manifest'}: no tiles selected: predict.splits={list(splits)} "
+            f"(default region.eval_splits) but the manifest "
+            f"{has if present else 'lists no tiles'}"
+        )
+    return selected
+
+
 def predict(cfg: DictConfig, force: bool = False) -> Path:
     """Predict q and r maps for the evaluation tiles; returns the predictions manifest.
 
@@ -79,6 +99,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
         check_integer(cfg, key, 1)
     check_integer(cfg, "predict.num_workers", 0)
     device = prediction_device(cfg)
+    manifest = selected_tiles(Manifest.read(prior_manifest_path(cfg)), list(p.splits))
     checkpoint = checkpoint_file(cfg)
     from hydra.utils import instantiate
 
@@ -90,7 +111,6 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     scheme = scheme_of(cfg)
     model = instantiate(cfg.model, classes=scheme.num_classes)
     load_state_from_checkpoint(model, str(checkpoint))
-    manifest = Manifest.read(prior_manifest_path(cfg)).select(list(p.splits))
     out_dir = Path(p.out_dir)
     result = predict_manifest(
         model,
