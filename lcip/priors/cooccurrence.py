@@ -331,6 +331,9 @@ class Cooccurrence:
         source: where a borrowed matrix came from (``cooccurrence.source``: another region's
             name or a CSV file); None when counted on this region's tiles.
         lsr: the label super-resolution statistics counted with the matrix (None if absent).
+        provenance: for a published table (``builtin:<name>``, :mod:`lcip.priors.builtin`):
+            its source repository, file, commit, region, years, how it was counted and what
+            lcip changed; None for a matrix counted by lcip.
     """
 
     matrix: npt.NDArray[np.float64]
@@ -342,6 +345,7 @@ class Cooccurrence:
     lcip_version: str = __version__
     source: str | None = None
     lsr: LSRStatistics | None = None
+    provenance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.matrix = np.asarray(self.matrix, dtype=np.float64)
@@ -400,7 +404,14 @@ class Cooccurrence:
 
     @property
     def uniform_codes(self) -> list[int]:
-        """NLCD codes (besides nodata) whose column is uniform for lack of pixels."""
+        """NLCD codes (besides nodata) whose column is uniform for lack of pixels.
+
+        A published table comes without counts: its uniform columns are then read off the
+        matrix.
+        """
+        if not self.counts.any():
+            uniform = np.all(np.isclose(self.matrix, 1.0 / self.num_classes), axis=0)
+            return [NLCD_CODES[n] for n in range(1, NUM_NLCD) if uniform[n]]
         return normalize_counts(self.counts)[1]
 
     # ------------------------------------------------------------------ files
@@ -428,6 +439,7 @@ class Cooccurrence:
             "created": self.created,
             "lcip_version": self.lcip_version,
             "source": self.source,
+            "provenance": self.provenance,
             "counts": self.counts.tolist(),
             "matrix": self.matrix.tolist(),
         }
@@ -579,6 +591,9 @@ class Cooccurrence:
             created=str(meta.get("created", "")),
             lcip_version=str(meta.get("lcip_version", "")),
             source=None if meta.get("source") is None else str(meta["source"]),
+            provenance=dict(meta["provenance"])
+            if isinstance(meta.get("provenance"), dict)
+            else None,
             lsr=LSRStatistics.read(csv_path.parent / LSR_NAME)
             if (csv_path.parent / LSR_NAME).is_file()
             else None,

@@ -2,9 +2,12 @@
 
 With ``cooccurrence.source`` set, the matrix is borrowed instead of counted: from another
 region (its ``<paths.regions>/<name>/cooccurrence/cooccurrence.csv``) or from a cooccurrence
-CSV file (as :meth:`~lcip.priors.cooccurrence.Cooccurrence.write` writes it). It is checked
-against the region's class scheme and copied into ``cooccurrence.dir``, so a region without
-labels gets priors too. The label super-resolution statistics (``lsr_statistics.json``) are
+CSV file (as :meth:`~lcip.priors.cooccurrence.Cooccurrence.write` writes it), a table packaged
+with lcip (``builtin:<name>``, see :mod:`lcip.priors.builtin`), or ``auto``: the built-in
+table for where the region's tiles are. It is checked against the region's class scheme and
+copied into ``cooccurrence.dir``, so a region without labels gets priors too. A region may
+name its default (``region.cooccurrence_source``, ``auto`` for ``region=place``), used when
+``cooccurrence.source`` is null. The label super-resolution statistics (``lsr_statistics.json``) are
 counted with the matrix and borrowed with it; a source without them gives a warning, and
 ``loss=lsr`` then stops with a one-line error naming the missing file.
 """
@@ -19,6 +22,7 @@ from omegaconf import DictConfig
 
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest
+from lcip.priors.builtin import AUTO, PREFIX, area_centroid, builtin_table, choose_table
 from lcip.priors.cooccurrence import (
     CSV_NAME,
     LSR_NAME,
@@ -33,9 +37,56 @@ log = logging.getLogger(__name__)
 
 
 def cooccurrence_source(cfg: DictConfig) -> str | None:
-    """``cooccurrence.source`` as a string (None when unset or empty: count on this region)."""
+    """``cooccurrence.source`` as a string; when null, the region's default.
+
+    The default is ``region.cooccurrence_source`` (``auto`` for ``region=place``); None
+    (unset or empty): count on this region's tiles.
+    """
     source = cfg.cooccurrence.get("source")
+    if source is None:
+        source = cfg.region.get("cooccurrence_source")
     return None if source is None or str(source) == "" else str(source)
+
+
+def builtin_cooccurrence(cfg: DictConfig, source: str) -> Cooccurrence:
+    """The built-in table ``builtin:<name>`` or ``auto`` names, in the region's scheme.
+
+    ``auto`` locates the region by its manifest's tiles (:func:`area_centroid`) and logs the
+    table it chose, and why, in one line.
+
+    Raises:
+        ConfigError: one line, for an unknown table, one in another scheme, or ``auto``
+            without a manifest.
+    """
+    scheme = scheme_of(cfg)
+    if source == AUTO:
+        path = region_manifest_path(cfg)
+        if not path.is_file():
+            raise ConfigError(
+                f"cooccurrence.source={AUTO}: chooses a built-in table by where the region's "
+                f"tiles are, but {path} does not exist (run lcip-acquire first, or name a table: "
+                f"cooccurrence.source={PREFIX}<name>)"
+            )
+        lon, lat = area_centroid(Manifest.read(path, verify=False))
+        table, reason = choose_table(lon, lat, scheme)
+        log.info(
+            "cooccurrence.source=auto: %s%s (%s; area centre %.4f, %.4f)",
+            PREFIX,
+            table.name,
+            reason,
+            lat,
+            lon,
+        )
+    else:
+        table = builtin_table(source.removeprefix(PREFIX), scheme)
+    coocc = check_scheme(table.load(), scheme, f"cooccurrence.source={source} ({table.csv_path})")
+    if coocc.lsr is None:
+        log.info(
+            "%s%s: no label super-resolution statistics; loss=lsr will not be available",
+            PREFIX,
+            table.name,
+        )
+    return coocc
 
 
 def source_path(cfg: DictConfig, source: str) -> Path:
@@ -68,6 +119,8 @@ def borrowed_cooccurrence(cfg: DictConfig, source: str) -> Cooccurrence:
         ConfigError: if it does not exist or its classes are not the scheme's.
         DataError: if the file is malformed.
     """
+    if source == AUTO or source.startswith(PREFIX):
+        return builtin_cooccurrence(cfg, source)
     path = source_path(cfg, source)
     coocc = check_scheme(
         Cooccurrence.read(path), scheme_of(cfg), f"cooccurrence.source={source} ({path})"
@@ -145,7 +198,7 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
     if source is not None:
         result = borrowed_cooccurrence(cfg, source)
         result.write(out_dir)
-        log.info("cooccurrence borrowed from %s, written to %s", source, out_dir)
+        log.info("cooccurrence borrowed from %s, written to %s", result.source or source, out_dir)
         return result
     allow_test = bool(cfg.cooccurrence.allow_test)
     full = Manifest.read(region_manifest_path(cfg))

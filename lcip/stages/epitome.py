@@ -18,9 +18,8 @@ from lcip.config import to_dict
 from lcip.manifest import Manifest
 from lcip.priors.nlcd import check_nlcd_encoding
 from lcip.stages.checks import check_choice, check_device, cuda_available
-from lcip.stages.cooccurrence import cooccurrence_source
 from lcip.stages.paths import region_manifest_path, scheme_of
-from lcip.stages.prior import cooccurrence_matrix
+from lcip.stages.prior import region_cooccurrence
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +67,17 @@ def epitome(cfg: DictConfig, force: bool = False) -> Path:
     params = params_from(to_dict(cfg.epitome), int(cfg.seed))
     device = epitome_device(cfg)
     region = cfg.region
+    matrix, source = region_cooccurrence(cfg)
     job = EpitomeJob(
         scheme=scheme_of(cfg),
-        cooccurrence=cooccurrence_matrix(cfg),
+        cooccurrence=matrix,
         params=params,
         image_layer=str(region.image_layer),
         nlcd_layer=str(region.nlcd_layer),
         nlcd_encoding=check_nlcd_encoding(str(region.get("nlcd_encoding", "codes"))),
         zero_is_nodata=bool(cfg.data.get("zero_is_nodata", True)),
         device=device,
-        extra_params={"cooccurrence_source": cooccurrence_source(cfg)},
+        extra_params={"cooccurrence_source": source},
     )
     manifest = Manifest.read(region_manifest_path(cfg)).select(list(cfg.epitome.splits))
     out_dir = Path(cfg.epitome.out_dir)

@@ -21,24 +21,34 @@ from lcip.stages.paths import prior_dir, region_manifest_path, scheme_of
 
 
 def cooccurrence_matrix(cfg: DictConfig) -> Any:
-    """The region's cooccurrence matrix.
+    """The region's cooccurrence matrix (see :func:`region_cooccurrence`)."""
+    return region_cooccurrence(cfg)[0]
 
-    With ``cooccurrence.source`` set, the borrowed matrix it names (checked against the
-    region's scheme); otherwise the one the cooccurrence stage wrote into
-    ``cooccurrence.dir``.
+
+def region_cooccurrence(cfg: DictConfig) -> tuple[Any, str | None]:
+    """The region's cooccurrence matrix and where it came from, as the priors record it.
+
+    With ``cooccurrence.source`` set (or the region's default), the borrowed matrix it names
+    (checked against the region's scheme) and its source: the value given, or for a built-in
+    table (``builtin:<name>``, ``auto``) the table it resolved to with its upstream file;
+    otherwise the one the cooccurrence stage wrote into ``cooccurrence.dir``, and None.
 
     Raises:
         ConfigError: one line naming the setting, if there is no matrix or it does not fit.
     """
     source = cooccurrence_source(cfg)
     if source is not None:
-        return borrowed_cooccurrence(cfg, source).matrix
+        borrowed = borrowed_cooccurrence(cfg, source)
+        return borrowed.matrix, borrowed.source or source
     path = Path(cfg.cooccurrence.dir) / "cooccurrence.csv"
     if not path.exists():
         raise ConfigError(
             f"cooccurrence.dir={path.parent}: no cooccurrence.csv (run lcip-cooccurrence first)"
         )
-    return check_scheme(Cooccurrence.read(path), scheme_of(cfg), f"cooccurrence.dir={path}").matrix
+    matrix = check_scheme(
+        Cooccurrence.read(path), scheme_of(cfg), f"cooccurrence.dir={path}"
+    ).matrix
+    return matrix, None
 
 
 def vector_rasters(cfg: DictConfig) -> dict[str, str]:
@@ -76,12 +86,13 @@ def prior(cfg: DictConfig, force: bool = False) -> Path:
             f"shard={shard}: prior.recipe=learned trains one network on the region's labelled "
             "tiles and cannot be sharded; build it without shard (jobs=N runs tiles in parallel)"
         )
+    matrix, source = region_cooccurrence(cfg) if needs_cooccurrence(recipe) else (None, None)
     request = PriorRequest(
         manifest=Manifest.read(region_manifest_path(cfg)),
         scheme=scheme_of(cfg),
         region_dir=Path(region.dir),
         out_dir=prior_dir(cfg),
-        cooccurrence=cooccurrence_matrix(cfg) if needs_cooccurrence(recipe) else None,
+        cooccurrence=matrix,
         settings=to_dict(cfg.prior),
         image_layer=region.image_layer,
         nlcd_layer=region.nlcd_layer,
@@ -90,7 +101,7 @@ def prior(cfg: DictConfig, force: bool = False) -> Path:
         buildings_layer=region.get("buildings_layer"),
         nlcd_encoding=check_nlcd_encoding(str(region.get("nlcd_encoding", "codes"))),
         vector_rasters=vector_rasters(cfg),
-        cooccurrence_source=cooccurrence_source(cfg),
+        cooccurrence_source=source,
         train_splits=tuple(region.train_splits),
         eval_splits=tuple(region.eval_splits),
         jobs=int(cfg.jobs),
