@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 DRY_RUN ?=
-.PHONY: help setup data demo test test-slow lint format bench priors report experiment acceptance clean
+.PHONY: help setup data map demo test test-slow lint format bench priors report experiment acceptance clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,11 @@ setup: $(STAMP)  ## Create .venv and install lcip with pinned torch (idempotent,
 
 data: $(STAMP)  ## Fetch a region, write its manifest: make data REGION=chesapeake_ny | REGION=place PLACE="Ithaca, NY" YEAR=2022 [BBOX=minx,miny,maxx,maxy] [DRY_RUN=1]
 	$(VENV)/bin/lcip-acquire region=$(REGION) $(if $(DRY_RUN),acquire.dry_run=true) \
+	  $(if $(PLACE),"region.source.place='$(PLACE)'") $(if $(BBOX),"region.source.bbox=[$(BBOX)]") \
+	  $(if $(YEAR),region.source.year=$(YEAR)) $(ARGS)
+
+map: $(STAMP)  ## Map a place in one command: make map PLACE="Ithaca, NY" YEAR=2022 [BBOX=minx,miny,maxx,maxy] [DRY_RUN=1]; products in outputs/maps/<name>/
+	$(VENV)/bin/lcip-map $(if $(DRY_RUN),map.dry_run=true) \
 	  $(if $(PLACE),"region.source.place='$(PLACE)'") $(if $(BBOX),"region.source.bbox=[$(BBOX)]") \
 	  $(if $(YEAR),region.source.year=$(YEAR)) $(ARGS)
 

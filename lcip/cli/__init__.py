@@ -1,5 +1,7 @@
 """Console scripts: one Hydra app per pipeline stage (see :mod:`lcip.stages`)."""
 
+import sys
+
 from lcip.cli.app import hydra_app
 
 acquire = hydra_app(
@@ -61,6 +63,23 @@ report = hydra_app(
     "gather evaluated runs (report.runs globs) into one comparison beside the published "
     "numbers: markdown, CSV and a self-contained HTML page with quicklooks and training curves.",
 )
+_map = hydra_app(
+    "map",
+    "lcip.stages.map:map_area",
+    "map a place in one command: acquire (region.source.place='Ithaca, NY' "
+    "region.source.year=2022, or .bbox) -> prior -> QR trained on the area itself -> predict "
+    "-> products (seamless class, probability and confidence maps, class areas, index.html) "
+    "in outputs/maps/<map.name>/; every step skips what is up to date; map.dry_run=true "
+    "prints the steps, bytes, disk and time expected. region=place unless a region is given.",
+)
+
+
+def map_area() -> None:
+    """``lcip-map``: the ``map`` stage on ``region=place`` unless another region is given."""
+    if not any(a.split("=", 1)[0].lstrip("+~") == "region" for a in sys.argv[1:]):
+        sys.argv.insert(1, "region=place")
+    _map()
+
 
 __all__ = [
     "acquire",
@@ -69,6 +88,7 @@ __all__ = [
     "demo",
     "epitome",
     "evaluate",
+    "map_area",
     "predict",
     "prior",
     "region",

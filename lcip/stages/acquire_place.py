@@ -125,6 +125,10 @@ def assign_splits(ids: Sequence[str], counts: Mapping[str, int]) -> dict[str, st
     """Splits of the tiles: the last ``counts['val']`` ids val, ``counts['test']`` before test.
 
     Every tile not given to val or test is a training tile; at least one tile stays train.
+    An area of one NAIP scene is therefore one ``train`` tile and nothing else: ``lcip-map``
+    trains and validates on every tile of its area (transductive, as the paper), so it maps
+    such an area as it is; a stage-by-stage run validates on the training tile with
+    ``data.val_splits=[train]`` (one log line says so).
     """
     ids = sorted(ids)
     val, test = int(counts.get("val", 0)), int(counts.get("test", 0))
@@ -135,6 +139,12 @@ def assign_splits(ids: Sequence[str], counts: Mapping[str, int]) -> dict[str, st
             out[tile], val = "val", val - 1
         elif test:
             out[tile], test = "test", test - 1
+    if len(ids) == 1 and val + test:
+        log.info(
+            "one NAIP scene: tile %s is the only tile, a training tile (no val or test tile; "
+            "lcip-map trains and validates on it; with lcip-train add data.val_splits=[train])",
+            ids[0],
+        )
     return out
 
 
