@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +16,10 @@ import rasterio
 from PIL import Image
 
 from lcip.classes import IGNORE_INDEX
+from lcip.errors import ConfigError, DataError
 from lcip.products import make_products
 from lcip.products.html import MAP_LEFT, MAP_TOP, display_size, preview_grid
+from lcip.products.screenshot import find_browser, render_page
 from lcip.raster import Grid
 from tests.test_products import SCHEME, make_predictions, make_zones
 
@@ -28,7 +28,7 @@ WINDOW = (1200, 1000)
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    found = find_browser()
     if found:
         return found
     if os.environ.get(REQUIRE_CHROMIUM):
@@ -41,25 +41,9 @@ def chromium() -> str:
 def screenshot(page: Path, fragment: str, tmp: Path) -> np.ndarray:
     """The page rendered by headless Chromium at WINDOW, as RGB."""
     name = re.sub(r"\W+", "_", fragment) or "default"
-    png = tmp / f"shot-{name}.png"
-    cmd = [
-        chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        f"--user-data-dir={tmp / 'chromium-profile'}",
-        f"--screenshot={png}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
-        f"{page.resolve().as_uri()}{fragment}",
-    ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0 and png.is_file(), run.stderr[-2000:]
+    png = render_page(
+        page, tmp / f"shot-{name}.png", fragment=fragment, size=WINDOW, browser=chromium()
+    )
     return np.asarray(Image.open(png).convert("RGB"))
 
 
@@ -144,3 +128,15 @@ def test_screenshots_show_map_legend_and_layer_switch(
         assert near >= 20, color
         near_map = (np.abs(shots["map"][side].astype(int) - color).sum(axis=-1) < 12).sum()
         assert near_map == 0, color
+
+
+def test_render_page_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    page = tmp_path / "p.html"
+    page.write_text("<html><body>x</body></html>")
+    png = tmp_path / "p.png"
+    with pytest.raises(DataError, match=r"p\.html: /bin/false wrote no screenshot \(exit 1"):
+        render_page(page, png, browser="/bin/false")
+    assert not png.exists() and list(tmp_path.iterdir()) == [page]  # nothing half-written
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser on PATH
+    with pytest.raises(ConfigError, match=r"map\.screenshot=true needs Chromium"):
+        render_page(page, png)

@@ -851,6 +851,7 @@ def map_area(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()
         "mosaic": bool(cfg.map.get("mosaic", False)),
         "output": str(cfg.map.get("output", "r")),
         "confidence": str(cfg.map.get("confidence", "max")),
+        "screenshot": bool(cfg.map.get("screenshot", False)),
         "prior": prior_name,
         "scheme": str(sub.region.scheme),
     }
@@ -872,6 +873,10 @@ def map_area(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()
             prior_layer=prior_layer(prior_name),
             force=force,
         )
+        if product_settings["screenshot"]:  # the page as a PNG (README figures)
+            from lcip.products.screenshot import render_page
+
+            render_page(made["html"], plan.out_dir / "index.png")
         return [*made.values(), *files_under(plan.out_dir, exclude=[record.path])]
 
     _step(
