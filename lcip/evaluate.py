@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from lcip.atomic import write_text
 from lcip.classes import CHESAPEAKE4, IGNORE_INDEX, ClassScheme
+from lcip.collapse import Collapse, check_collapse
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest, Tile
 from lcip.provenance import read_provenance
@@ -335,8 +336,29 @@ class Evaluation:
             for cls, iou in zip(self.scheme.classes, iou_per_class(cm), strict=True):
                 row[f"iou_{cls.replace(' ', '_')}"] = float(iou)
             row["pixels"] = float(cm.sum())
+            row["collapsed"] = int(self.collapse(cm).collapsed)
             rows.append(row)
         return rows
+
+    def collapse(self, cm: npt.NDArray[np.int64]) -> Collapse:
+        """Whether a map collapsed to one class (see :mod:`lcip.collapse`), from its matrix.
+
+        The map's predicted classes are compared with the labels' on the scored pixels: one
+        class on at least :data:`lcip.collapse.COLLAPSE_SHARE` of them while the labels' own
+        top class has less than :data:`lcip.collapse.PRIOR_SHARE` (a tile that truly is one
+        class is not flagged).
+        """
+        return check_collapse(cm.sum(axis=0), cm.sum(axis=1))
+
+    def collapse_notes(self) -> list[str]:
+        """One line per map collapsed over all tiles (empty when none)."""
+        notes = []
+        for name in self.maps:
+            found = self.collapse(self.overall(name))
+            if found.collapsed:
+                what = found.describe(self.scheme.classes, "the labels").replace("q ", "it ", 1)
+                notes.append(f"collapsed: {name}: {what}")
+        return notes
 
     def summary_markdown(self) -> str:
         """Markdown table of overall accuracy and mIoU per map (all tiles)."""
@@ -344,8 +366,10 @@ class Evaluation:
         for name in self.maps:
             cm = self.overall(name)
             acc, miou = 100 * self.protocol.accuracy(cm), 100 * self.protocol.miou(cm)
-            lines.append(f"| {name} | {acc:.1f} | {miou:.1f} |")
-        return "\n".join(lines)
+            flag = " (collapsed)" if self.collapse(cm).collapsed else ""
+            lines.append(f"| {name}{flag} | {acc:.1f} | {miou:.1f} |")
+        notes = self.collapse_notes()
+        return "\n".join(lines + ([""] + [f"- {n}" for n in notes] if notes else []))
 
     def markdown(self) -> str:
         """Full markdown report: summary, then per tile."""
@@ -542,9 +566,8 @@ def _evaluate_tile(
     zero_is_nodata: bool,
 ) -> dict[tuple[str, str], npt.NDArray[np.int64]]:
     """Confusion matrices of the maps of one tile ((protocol, map name) -> matrix), by strips."""
-    layers = {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}}
-    if image_layer:
-        layers[image_layer] = tile.layer(image_layer)
+    layers = {image_layer: tile.layer(image_layer)} if image_layer else {}  # the tile grid first
+    layers |= {label_layer: tile.layer(label_layer), **{m.name: tile.layer(m.layer) for m in maps}}
     grid = check_same_grid(layers, f"tile {tile.tile_id}")
     matrices = {
         (p, m.name): np.zeros((s.num_classes,) * 2, np.int64)

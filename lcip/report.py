@@ -23,9 +23,10 @@ figures are under the ``paper`` protocol only.
 
 :func:`build_report` writes into one folder ``report.md`` (images linked from
 ``figures/``), ``report.csv`` (one row per run and map: both protocols' figures over all
-tiles, and the published ones beside), ``report_metrics.csv`` (every metrics row of every
-run, per tile, with IoU per class) and ``report.html``, a self-contained page (inline CSS,
-images embedded as base64 ``data:`` URIs, no scripts, fonts or external links).
+tiles, the published ones beside, and ``collapsed`` = 1 for a map ``lcip-evaluate`` found
+collapsed to one class, also marked in the tables), ``report_metrics.csv`` (every metrics
+row of every run, per tile, with IoU per class) and ``report.html``, a self-contained page
+(inline CSS, images embedded as base64 ``data:`` URIs, no scripts, fonts or external links).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ PRIOR_ALIASES = {"published": "fused"}
 
 #: Files :func:`build_report` writes.
 REPORT_FILES = ("report.md", "report.csv", "report_metrics.csv", "report.html")
+#: Beside a map's name in the comparison when ``lcip-evaluate`` found it collapsed to one class
+#: (``collapsed`` = 1 in its metrics.csv, see :meth:`lcip.evaluate.Evaluation.collapse`).
+COLLAPSED_MARK = "⚠ COLLAPSED (one class)"
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,13 @@ def comparison_rows(runs: Sequence[Run], published: Sequence[Published]) -> list
                 r = by_protocol.get(protocol, {}).get(name)
                 base[f"{protocol}_acc"] = _pct(r["accuracy"]) if r else math.nan
                 base[f"{protocol}_miou"] = _pct(r["miou"]) if r else math.nan
+            base["collapsed"] = int(
+                any(
+                    _flag(rs[name].get("collapsed", ""))
+                    for rs in by_protocol.values()
+                    if name in rs
+                )
+            )
             hits = [p for p in matches if p.output == output or (not p.output and output == "q")]
             none: list[Published | None] = [None]
             for hit in hits or none:
@@ -317,6 +328,11 @@ def comparison_rows(runs: Sequence[Run], published: Sequence[Published]) -> list
                 row["published_miou"] = hit.miou if hit else math.nan
                 rows.append(row)
     return rows
+
+
+def _flag(value: str) -> bool:
+    """A ``collapsed`` cell of metrics.csv (``1`` / ``0``; empty in older runs)."""
+    return value.strip().lower() in ("1", "1.0", "true")
 
 
 def _pct(value: str) -> float:
@@ -462,7 +478,7 @@ def comparison_markdown_table(rows: Sequence[Mapping[str, Any]]) -> list[list[st
         cells.append(
             [
                 r["run"],
-                r["map"],
+                f"{r['map']} {COLLAPSED_MARK}" if r.get("collapsed") else r["map"],
                 r["init"],
                 _fmt(r["paper_acc"]),
                 _fmt(r["paper_miou"]),
@@ -677,6 +693,7 @@ def _csv_union(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 __all__ = [
+    "COLLAPSED_MARK",
     "PRIOR_ALIASES",
     "PUBLISHED_COLUMNS",
     "PUBLISHED_CSV",

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
+from lcip.collapse_guard import batch_counts
 from lcip.errors import ConfigError
 from lcip.losses import build_loss, implied_posterior, log_prior, log_probs
 from lcip.models import load_state_from_checkpoint
@@ -38,6 +39,10 @@ class ImplicitPosteriorTask(L.LightningModule):
     second pass over the validation loader computes ``r`` with them, so the ``val/r_*``
     figures a user watches are those ``lcip-predict`` will give on the same tiles.
 
+    Every training and validation batch also adds the class counts of q's argmax and of the
+    prior's argmax over its valid pixels to :attr:`collapse_counts`, which the collapse guard
+    (:class:`lcip.collapse_guard.CollapseGuard`) reads to tell a collapsed q.
+
     ``val/loss`` is the mean of the batches' losses weighted by their valid pixels. Under DDP
     each rank validates its share of the validation batches (see
     :class:`lcip.samplers.ShardedBatchSampler`); the per-tile sums are all-reduced before the
@@ -59,11 +64,12 @@ class ImplicitPosteriorTask(L.LightningModule):
         warmup_steps: soft-naive CE steps on the prior before the chosen loss. None means
             :data:`DEFAULT_WARMUP_STEPS` for QR/RQ trained from scratch and 0 otherwise.
         init_from: checkpoint to warm-start the model from.
-        monitor: metric for the LR scheduler (``val/loss`` needs no labels).
-        schedule: ``plateau`` (ReduceLROnPlateau on ``monitor``, the paper's) or ``cosine``
-            (cosine decay to 0 over the run's steps: a short run ends on a settled model,
-            which matters when the monitor cannot pick one, e.g. QR's loss on its own
-            training tiles).
+        monitor: metric for the LR scheduler under ``plateau`` (``val/loss`` needs no labels).
+        schedule: ``cosine`` (lcip's default: cosine decay to 0 over the run's steps, so the
+            run ends on a settled model; that matters because no monitor can pick one: QR's
+            loss on its own training tiles is lowest at a collapsed q, see
+            :mod:`lcip.collapse`) or ``plateau`` (ReduceLROnPlateau on ``monitor``, the
+            paper's).
     """
 
     def __init__(
@@ -79,7 +85,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         warmup_steps: int | None = None,
         init_from: str | None = None,
         monitor: str = "val/loss",
-        schedule: str = "plateau",
+        schedule: str = "cosine",
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
@@ -111,6 +117,16 @@ class ImplicitPosteriorTask(L.LightningModule):
         self.val_q = metrics.clone(prefix="val/q_")
         self.val_r = metrics.clone(prefix="val/r_")
         self.val_loss = MeanMetric()
+        #: stage ("train" / "val") -> (2, C) counts of q's argmax and the prior's argmax over
+        #: valid pixels since the collapse guard last read them (lcip.collapse_guard).
+        self.collapse_counts: dict[str, Tensor] = {}
+
+    def _count_classes(self, stage: str, logits: Tensor, batch: dict[str, Tensor]) -> None:
+        """Add a batch's class counts of q and the prior to ``collapse_counts[stage]``."""
+        counts = batch_counts(logits.detach(), batch)
+        if counts is not None:
+            previous = self.collapse_counts.get(stage)
+            self.collapse_counts[stage] = counts if previous is None else previous + counts
 
     def setup(self, stage: str) -> None:
         """Give the metrics process-local state (see :func:`unshare_metric_states`)."""
@@ -130,6 +146,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         logits = self(batch["image"])
         criterion = self.warmup_criterion if self.in_warmup() else self.criterion
         loss = apply_loss(criterion, logits, batch)
+        self._count_classes("train", logits, batch)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/warmup", float(self.in_warmup()), batch_size=bs)
@@ -139,7 +156,8 @@ class ImplicitPosteriorTask(L.LightningModule):
         return float(self.loss_kwargs.get("smoothing", 1e-4))
 
     def on_validation_epoch_start(self) -> None:
-        """Reset the per-tile sums of q."""
+        """Reset the per-tile sums of q and the validation class counts."""
+        self.collapse_counts.pop("val", None)
         self._tile_sums: dict[int, Tensor] = {}
         self._tile_counts: dict[int, Tensor] = {}
 
@@ -148,6 +166,7 @@ class ImplicitPosteriorTask(L.LightningModule):
         logits = self(batch["image"])
         mask = batch["mask"]
         loss = apply_loss(self.criterion, logits, batch).detach()
+        self._count_classes("val", logits, batch)
         bs = batch["image"].shape[0]
         valid = mask.sum().to(loss.dtype)  # 0 in a padding batch (see ShardedBatchSampler)
         self.val_loss.update(torch.where(valid > 0, loss, 0.0), weight=valid)
@@ -208,6 +227,20 @@ class ImplicitPosteriorTask(L.LightningModule):
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         return (sums / counts.clamp_min(1)).clamp_min(1e-30).log()
 
+    def _cosine_factor(self, step: int) -> float:
+        """The cosine schedule's factor at ``step``, decaying to 0 over the run's steps.
+
+        A closed form of the step (no recursion on the previous rate), and the run's length
+        read only once training runs: asking Lightning for it inside
+        :meth:`configure_optimizers` builds the training loader before a resumed run restores
+        its position, and the resumed run then drew other crops than an uninterrupted one.
+        """
+        if step == 0:  # the scheduler's first call, made in configure_optimizers
+            return 1.0
+        if getattr(self, "_total_steps", None) is None:
+            self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        return _cosine(step, self._total_steps)
+
     def configure_optimizers(self) -> Any:
         """AdamW with ReduceLROnPlateau on the monitored metric, or a per-step cosine decay."""
         optimizer = torch.optim.AdamW(
@@ -216,8 +249,7 @@ class ImplicitPosteriorTask(L.LightningModule):
             weight_decay=self.hparams["weight_decay"],
         )
         if self.hparams.get("schedule", "plateau") == "cosine":
-            steps = max(int(self.trainer.estimated_stepping_batches), 1)
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, self._cosine_factor)
             return {
                 "optimizer": optimizer,
                 "lr_scheduler": {"scheduler": cosine, "interval": "step"},
@@ -236,6 +268,11 @@ class ImplicitPosteriorTask(L.LightningModule):
                 "strict": False,
             },
         }
+
+
+def _cosine(step: int, total: int) -> float:
+    """The cosine decay's factor of the base learning rate at ``step`` of ``total`` (1 -> 0)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def apply_loss(criterion: nn.Module, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:

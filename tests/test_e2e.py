@@ -73,7 +73,7 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
     root = region_root
     ok("train", *train_args(root))
     run_dir = root / "runs" / "tiny" / "qr_fused"
-    best = run_dir / "checkpoints" / "best.ckpt"
+    used = run_dir / "checkpoints" / "last.ckpt"  # predict.checkpoint=last (the default)
     ok("predict", *train_args(root))
     ok("evaluate", *train_args(root))
     manifest = Manifest.read(run_dir / "predictions" / "manifest.csv")
@@ -91,8 +91,8 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
                 assert set(np.unique(data)) <= {0, 1, 2, 3, IGNORE_INDEX}
         record = read_provenance(tile.layer("q_class"))
         assert record is not None
-        assert record["params"]["checkpoint_sha256"] == sha256_file(best)
-        assert record["params"]["checkpoint"] == "best" and record["params"]["loss"] == "qr"
+        assert record["params"]["checkpoint_sha256"] == sha256_file(used)
+        assert record["params"]["checkpoint"] == "last" and record["params"]["loss"] == "qr"
     with open(run_dir / "evaluation.csv", newline="") as f:
         rows = {(r["tile"], r["map"]): r for r in csv.DictReader(f)}
     for layer, name in (("q_class", "QR (q)"), ("r_class", "QR (r)")):
@@ -122,7 +122,7 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
     ok("predict", *train_args(root, "task.lr=0.01"))
     assert q_map.stat().st_mtime_ns != mtime
     record = read_provenance(q_map)
-    assert record is not None and record["params"]["checkpoint_sha256"] == sha256_file(best)
+    assert record is not None and record["params"]["checkpoint_sha256"] == sha256_file(used)
     ok("evaluate", *train_args(root, "task.lr=0.01"))
 
 
@@ -132,4 +132,4 @@ def test_help_and_hydra_flags() -> None:
     info = ok("train", "--info")
     assert "Hydra" in info.stdout
     cfg = ok("predict", "--cfg")
-    assert "checkpoint: best" in cfg.stdout
+    assert "checkpoint: last" in cfg.stdout

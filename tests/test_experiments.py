@@ -26,6 +26,7 @@ from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.raster import write_raster
 from lcip.stages.paths import prior_manifest_path, scheme_of
 from lcip.stages.train import train
+from scripts.make_lcip_variants import SUFFIX, base_experiments, variant_text
 from tests.conftest import make_grid
 
 SIZE = 64
@@ -38,6 +39,7 @@ def _kind(name: str) -> str:
     (Same loss, prior, inputs, splits and init on data of the same shape: the HR rows of
     Pittsburgh, which train on its labelled tiles, are a kind apart from the other cities'.)
     """
+    name = name.removesuffix(SUFFIX)  # a paper experiment's lcip-recipe variant: the same kind
     parts = name.split("_")
     if parts[0] == "chesapeake":
         return "_".join(["chesapeake", *parts[2:]])
@@ -47,11 +49,11 @@ def _kind(name: str) -> str:
     return "chesapeake_qr" if name == "lr_sweep" else name
 
 
-#: One experiment of each kind fits in the default run; all of them with ``-m slow``.
-KINDS = {_kind(n): n for n in reversed(PAPER)}
-FITS = [
-    pytest.param(n, marks=() if KINDS[_kind(n)] == n else pytest.mark.slow, id=n) for n in PAPER
-]
+#: One experiment of each kind fits in the default run (the paper's recipe, and one QR with
+#: lcip's), all of them with ``-m slow``.
+KINDS = {_kind(n): n for n in reversed(PAPER) if not n.endswith(SUFFIX)}
+KINDS["chesapeake_qr_lcip"] = "chesapeake_ny_qr_lcip"
+FITS = [pytest.param(n, marks=() if n in KINDS.values() else pytest.mark.slow, id=n) for n in PAPER]
 #: Regions the experiments name (read from the files: composing every config takes seconds).
 REGIONS = sorted(
     {
@@ -175,6 +177,11 @@ def test_every_published_row_has_an_experiment_and_the_readme_lists_it() -> None
     rows = published_rows()
     claimed: dict[str, str] = {}
     for name in PAPER:
+        if name.endswith(SUFFIX):  # lcip-recipe variants claim their experiment's rows too
+            assert set(paper_settings(name)["published"]) == set(
+                paper_settings(name.removesuffix(SUFFIX))["published"]
+            )
+            continue
         for rid in paper_settings(name)["published"]:
             assert rid not in claimed, f"{rid} claimed by {claimed.get(rid)} and {name}"
             claimed[rid] = name
@@ -251,3 +258,63 @@ def test_hr_aux_predicts_with_its_extra_bands(root: Path) -> None:
     for tile in manifest:
         grid = Grid.of(tile.layer("q_class"))
         assert grid.same_as(Grid.of(tile.layer(cfg.region.image_layer)))
+
+
+#: The training recipe: what paper_recipe.yaml / lcip_recipe.yaml set.
+RECIPE = (
+    "model.batch_norm",
+    "task.lr",
+    "task.schedule",
+    "task.monitor",
+    "task.warmup_steps",
+    "train.early_stopping",
+    "predict.checkpoint",
+)
+
+
+def _recipe(cfg: object) -> dict[str, object]:
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.select(cfg, k) for k in RECIPE}  # type: ignore[arg-type]
+
+
+def test_paper_experiments_pin_the_paper_recipe_and_variants_use_lcips() -> None:
+    defaults = _recipe(compose_config([]))
+    assert defaults == _recipe(compose_config(["experiment=lcip_recipe"]))
+    assert defaults["predict.checkpoint"] == "last" and defaults["task.schedule"] == "cosine"
+    ny = compose_config(["experiment=chesapeake_ny_qr"])
+    assert _recipe(ny) == {
+        "model.batch_norm": False,
+        "task.lr": 1e-4,
+        "task.schedule": "plateau",
+        "task.monitor": "val/loss",
+        "task.warmup_steps": None,
+        "train.early_stopping": {"monitor": "val/loss", "patience": 6, "mode": "min"},
+        "predict.checkpoint": "best",
+    }
+    assert ny.model.num_filters == 128 and ny.data.batch_size == 128
+    for name in ("paper_qr", "enviroatlas_phoenix_az_rq_fused"):
+        assert _recipe(compose_config([f"experiment={name}"]))["task.schedule"] == "plateau"
+    # a variant: lcip's recipe, everything else (region, data, sizes, loss) the paper's
+    lcip = compose_config(["experiment=chesapeake_ny_qr_lcip"])
+    assert _recipe(lcip) == defaults and lcip.run_name == "qr_transductive_lcip"
+    for key in ("region", "data", "loss", "prior"):
+        assert lcip[key] == ny[key], key
+    assert lcip.trainer.max_epochs == ny.trainer.max_epochs and lcip.trainer.accelerator == "gpu"
+    assert lcip.model.num_filters == ny.model.num_filters
+    # a warm start keeps the paper's fine-tuning rate and starts from the lcip HR model
+    warm = compose_config(["experiment=enviroatlas_durham_nc_qr_fused_pittsburgh_lcip"])
+    assert warm.task.lr == 1e-5 and warm.predict.checkpoint == "last"
+    assert warm.task.init_from.endswith("enviroatlas_pittsburgh_pa/hr_lcip/checkpoints/last.ckpt")
+    hr = compose_config(["experiment=enviroatlas_austin_tx_hr_lcip"])
+    assert hr.predict.checkpoint.endswith("enviroatlas_pittsburgh_pa/hr_lcip/checkpoints/last.ckpt")
+
+
+def test_every_network_experiment_has_its_generated_variant() -> None:
+    names = base_experiments()
+    assert "chesapeake_ny_qr" in names and "chesapeake_ny_self_epitomic_lsr" not in names
+    for name in names:
+        path = EXPERIMENTS / f"{name}{SUFFIX}.yaml"
+        assert path.read_text() == variant_text(name), f"run scripts/make_lcip_variants.py: {path}"
+    variants = {p.stem for p in EXPERIMENTS.glob(f"*{SUFFIX}.yaml")}
+    assert variants == {f"{n}{SUFFIX}" for n in names}

@@ -160,3 +160,29 @@ def test_cosine_schedule_decays_to_zero_over_the_run(fake_region: Manifest, tmp_
     assert lrs == pytest.approx(expected)
     with pytest.raises(ConfigError, match=r"task.schedule=step: use one of"):
         ImplicitPosteriorTask(FCN(4, 4, num_filters=4, num_layers=1), 4, schedule="step")
+
+
+def test_task_counts_q_and_prior_classes_for_the_collapse_guard() -> None:
+    """collapse_counts: q's argmax and the prior's argmax per class over valid pixels only."""
+    task = ImplicitPosteriorTask(FCN(4, 4, num_filters=4, num_layers=1), 4)
+    assert task.hparams["schedule"] == "cosine"  # lcip's default recipe
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 8, 8, generator=g)
+    prior = torch.softmax(torch.randn(3, 4, 8, 8, generator=g), 1)
+    mask = torch.rand(3, 8, 8, generator=g) > 0.3
+    for _ in range(2):  # two batches add up
+        task._count_classes("train", logits, {"prior": prior, "mask": mask})
+    expected_q = torch.bincount(logits.argmax(1)[mask], minlength=4).double()
+    expected_p = torch.bincount(prior.argmax(1)[mask], minlength=4).double()
+    torch.testing.assert_close(
+        task.collapse_counts["train"], 2 * torch.stack([expected_q, expected_p])
+    )
+    # without a prior the labels are the reference (labelled pixels only)
+    label = torch.randint(0, 4, (3, 8, 8), generator=g)
+    label[0, 0] = 255
+    task._count_classes("val", logits, {"label": label, "mask": mask})
+    keep = mask & (label != 255)
+    torch.testing.assert_close(
+        task.collapse_counts["val"][1], torch.bincount(label[keep], minlength=4).double()
+    )
+    assert float(task.collapse_counts["val"][0].sum()) == float(keep.sum())

@@ -103,7 +103,9 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     The protocols are ``evaluate.protocols`` (default ``[paper, paraformer]``, see
     :mod:`lcip.evaluate`). Writes ``evaluation.md`` (every protocol), ``evaluation.csv``
     (``paper``) and ``metrics.csv`` (every protocol, with a ``protocol`` column; per tile and
-    for all tiles; IoU per class) into the run folder.
+    for all tiles; IoU per class; ``collapsed`` = 1 for a map that is one class where the
+    labels are not, see :meth:`lcip.evaluate.Evaluation.collapse`, also logged as a warning)
+    into the run folder.
 
     Only tiles of ``region.eval_splits`` are scored (see :func:`evaluation_tiles`).
 
@@ -137,4 +139,7 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     log.info("evaluation written to %s", ", ".join(str(p) for p in paths))
     for name, ev in evaluations.items():
         print(f"protocol {name}:\n{ev.summary_markdown()}\n")
-    return evaluations.get(PAPER.name, evaluations[protocols[0].name])
+    main = evaluations.get(PAPER.name, evaluations[protocols[0].name])
+    for note in main.collapse_notes():  # also flagged in the files' "collapsed" column
+        log.warning("run %s/%s: %s", cfg.region.name, cfg.get("run_name", ""), note)
+    return main

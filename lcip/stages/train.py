@@ -200,6 +200,25 @@ def resume_checkpoint(cfg: DictConfig, force: bool) -> Path | None:
     return last
 
 
+def collapse_guard(cfg: DictConfig, classes: Sequence[str]) -> Any:
+    """The run's collapse guard (:class:`lcip.collapse_guard.CollapseGuard`), or None.
+
+    Its settings are ``train.collapse_guard`` (null: no guard) and ``train.stop_on_collapse``;
+    its messages name the run as ``<region>/<run_name>``.
+    """
+    settings = cfg.train.get("collapse_guard")
+    if settings is None:
+        return None
+    from lcip.collapse_guard import CollapseGuard
+
+    return CollapseGuard(
+        f"{cfg.region.name}/{cfg.run_name}",
+        classes,
+        stop=bool(cfg.train.get("stop_on_collapse", False)),
+        **to_dict(settings),
+    )
+
+
 def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -> Path:
     """Train the configured model on the configured prior; returns the last checkpoint.
 
@@ -217,6 +236,10 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
 
     Returns:
         path of the last checkpoint (``best.ckpt`` beside it is the best by ``task.monitor``).
+
+    Raises:
+        lcip.collapse.CollapseError: when q collapsed and ``train.stop_on_collapse`` is true
+            (the run stops there; its checkpoints are kept).
     """
     force = force or bool(cfg.get("force", False))
     check_launch_mode(cfg)
@@ -295,6 +318,9 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
     ]
     if cfg.train.get("early_stopping"):  # null: train for the whole schedule
         callbacks.append(EarlyStopping(**cfg.train.early_stopping))
+    guard = collapse_guard(cfg, scheme.classes)
+    if guard is not None:
+        callbacks.append(guard)
     trainer = build_trainer(
         trainer_cfg,
         callbacks=callbacks,
@@ -306,6 +332,10 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
         ),
     )
     trainer.fit(task, datamodule=dm, ckpt_path=resume)
+    if guard is not None and guard.stopped:
+        from lcip.collapse import CollapseError
+
+        raise CollapseError(guard.stopped)
     last = ckpt_dir / "last.ckpt"
     log.info("trained %s on prior %s: %s", cfg.loss.name, cfg.prior.name, last)
     return last
