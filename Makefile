@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 DRY_RUN ?=
-.PHONY: help setup data map demo test test-slow lint format bench priors report experiment acceptance clean
+.PHONY: help setup data map demo test test-slow lint format bench gpu-check priors report experiment acceptance clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,10 +70,14 @@ format: $(STAMP)  ## Auto-format and fix lint
 priors: $(STAMP)  ## Build priors: make priors REGION=demo PRIOR=nlcd JOBS=2
 	$(VENV)/bin/lcip-prior region=$(REGION) prior=$(or $(PRIOR),nlcd) jobs=$(JOBS) $(ARGS)
 
-bench: $(STAMP)  ## Run the benchmarks (figures go to BENCHMARKS.md): loader vs TorchGeo, step split, blur
+bench: $(STAMP)  ## Run the benchmarks (figures go to BENCHMARKS.md): loader vs TorchGeo, prior vs I/O floor, blur
 	$(PY) scripts/bench_loader.py
+	$(PY) scripts/bench_prior.py
 	$(PY) scripts/bench_blur.py
 	$(PY) scripts/bench_epitome.py --sizes 256 512
+
+gpu-check: $(STAMP)  ## On a GPU machine (< 8 min): training steps, transfer share, prediction, epitome; table for BENCHMARKS.md
+	PYTHON=$(PY) scripts/gpu_check.sh $(ARGS)
 
 clean:  ## Remove outputs (keeps .venv)
 	rm -rf outputs lightning_logs multirun

@@ -15,6 +15,7 @@ from lcip.classes import ClassScheme, get_scheme
 from lcip.datasets import LayerSpec, TileWindowDataset, collate_windows
 from lcip.errors import ConfigError
 from lcip.manifest import Manifest
+from lcip.nodata import warn_empty_imagery
 from lcip.samplers import GridCropSampler, RandomCropSampler, ShardedBatchSampler
 
 
@@ -127,8 +128,14 @@ class TileDataModule(L.LightningDataModule):
             (``nlcd``, ``block``) for label super-resolution (``loss=lsr``); None: not read.
         nlcd_encoding: how that layer stores NLCD (``codes`` or ``index``).
         training_copy: folder for training-layout copies of the training tiles' layers
-            (uncompressed, small blocks; see :mod:`lcip.training_copy`), made on first use and
-            read instead of the originals; None reads the originals.
+            (uncompressed, memory-mapped; see :mod:`lcip.training_copy`), made on first use,
+            checked against their sources and read instead of the originals; None reads the
+            originals. The training stage's default is a folder under ``paths.root``
+            (``configs/data/default.yaml``).
+        training_copy_max_gb: the largest training copy made (GB); a larger one, or one the
+            free disk space cannot hold, is not made and the originals are read, with a
+            one-line warning (:func:`lcip.training_copy.bounded_training_copy`). None: only
+            the free space bounds it.
 
     Validation crops partition each validation tile (no overlap, boundless at the edges), so
     per-tile sums over the validation set cover every pixel once, as prediction does.
@@ -165,6 +172,7 @@ class TileDataModule(L.LightningDataModule):
         nlcd_layer: str | None = None,
         nlcd_encoding: str = "codes",
         training_copy: str | Path | None = None,
+        training_copy_max_gb: float | None = None,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
@@ -185,6 +193,9 @@ class TileDataModule(L.LightningDataModule):
         self.zero_is_nodata = zero_is_nodata
         self.channels_last = channels_last
         self.training_copy = Path(training_copy) if training_copy else None
+        self.training_copy_max_gb = (
+            None if training_copy_max_gb is None else float(training_copy_max_gb)
+        )
         self.train_dataset: TileWindowDataset | None = None
         self.val_dataset: TileWindowDataset | None = None
 
@@ -192,6 +203,9 @@ class TileDataModule(L.LightningDataModule):
         """Open the datasets of the requested stage."""
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = self._dataset(self.train_splits, self.training_copy)
+            warn_empty_imagery(
+                self.train_dataset.manifest, self.train_layers.image, self.zero_is_nodata
+            )
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
             if len(self.manifest.select(self.val_splits)):
                 self.val_dataset = self._dataset(self.val_splits)
@@ -199,12 +213,12 @@ class TileDataModule(L.LightningDataModule):
     def _dataset(self, splits: Sequence[str], copy: Path | None = None) -> TileWindowDataset:
         manifest = self.manifest.select(splits)
         if copy is not None:
-            from lcip.training_copy import training_copy
+            from lcip.training_copy import bounded_training_copy
 
             spec = self.train_layers
             names = [n for n in (spec.image, spec.prior, spec.label, *spec.extra, spec.nlcd) if n]
             manifest.check_files(names)
-            manifest = training_copy(manifest, names, copy)
+            manifest = bounded_training_copy(manifest, names, copy, self.training_copy_max_gb)
         return TileWindowDataset(
             manifest,
             self.train_layers,

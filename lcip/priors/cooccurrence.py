@@ -55,7 +55,7 @@ from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest
 from lcip.priors.blocks import BlockLayout
 from lcip.priors.nlcd import read_nlcd_index
-from lcip.raster import Grid, open_raster
+from lcip.raster import Grid, check_same_grid, open_raster
 
 logger = logging.getLogger(__name__)
 
@@ -685,11 +685,14 @@ def count_cooccurrence(
     allow_test: bool = False,
     progress: bool = True,
     nlcd_encoding: str = "codes",
+    image_layer: str | None = "naip",
 ) -> Cooccurrence:
     """Count the cooccurrence matrix over the tiles of a manifest.
 
     Pass the training tiles only (e.g. ``manifest.select("train")``): tiles of the ``test``
-    split are refused unless ``allow_test`` is set.
+    split are refused unless ``allow_test`` is set. Each tile's labels must be on its imagery's
+    grid (where the tile has imagery): labels off the grid would pair pixels with the wrong
+    NLCD and imagery.
 
     Args:
         manifest: the tiles to count.
@@ -699,6 +702,8 @@ def count_cooccurrence(
         allow_test: allow tiles of the ``test`` split.
         progress: show a progress bar.
         nlcd_encoding: how the NLCD rasters store classes (``codes`` or ``index``).
+        image_layer: manifest layer holding the imagery (the tile grid) the labels must be on;
+            None, or a tile without it: not checked.
 
     Returns:
         the cooccurrence (columns with no pixels uniform, with a warning).
@@ -706,6 +711,8 @@ def count_cooccurrence(
     Raises:
         ConfigError: if test tiles are included without ``allow_test``, or there are no tiles.
         ManifestError: if a tile lacks one of the layers.
+        GridMismatchError: one line naming the tile and both files, if its labels are not on
+            its imagery's grid.
         DataError: for a missing or unreadable file or unknown NLCD codes.
     """
     scheme = get_scheme(scheme)
@@ -724,6 +731,9 @@ def count_cooccurrence(
     sums = BlockSums.zeros(scheme.num_classes)
     block_px = (30, 30)
     for tile in tqdm(manifest.tiles, desc="cooccurrence", unit="tile", disable=not progress):
+        if image_layer and image_layer in tile.layers:
+            layers = {image_layer: tile.layer(image_layer), label_layer: tile.layer(label_layer)}
+            check_same_grid(layers, f"tile {tile.tile_id}")
         classes, nlcd, grid = read_pair(
             tile.layer(label_layer), tile.layer(nlcd_layer), scheme, nlcd_encoding=nlcd_encoding
         )

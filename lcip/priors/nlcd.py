@@ -44,10 +44,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from rasterio.windows import Window
 
 from lcip.classes import NLCD_CODES, nlcd_to_index
 from lcip.errors import ConfigError, DataError
-from lcip.priors.blur import blur_onehot, kernel_radius
+from lcip.priors.blur import StripBlur, kernel_radius
 from lcip.raster import Grid, open_raster, read_on_grid
 
 
@@ -215,6 +216,46 @@ def _as_matrix(cooccurrence: CooccurrenceLike) -> npt.NDArray[np.float64]:
     return matrix
 
 
+def _to_index(
+    codes: npt.NDArray[Any], nodata: float | None, encoding: str, source: str
+) -> npt.NDArray[np.uint8]:
+    """NLCD values (codes or indices) as indices 0..16, the source's nodata value as 0."""
+    if nodata is not None and nodata != 0 and np.isfinite(nodata):
+        codes[codes == nodata] = 0
+    if encoding == "index":
+        return index_to_index(codes, source=source)
+    return nlcd_to_index(codes, source=source)
+
+
+def _nearest_axis_aligned(
+    src: Any, target: Grid, path: Path, encoding: str
+) -> npt.NDArray[np.uint8] | None:
+    """NLCD indices on ``target`` by nearest sampling, for a source in the target's CRS.
+
+    Both grids north-up without rotation: the source pixel under each target pixel centre is
+    found per row and per column, the window the target needs is read at the source's own
+    resolution (a 30 m NLCD raster: ~900x fewer pixels than the 1 m tile), mapped to indices
+    there and expanded by indexing, which is what a nearest-neighbour warp gives (pixels
+    outside the source: 0). None when the grids do not qualify (then GDAL warps).
+    """
+    s, t = src.transform, target.transform
+    if src.crs is None or src.crs != target.crs or s.b or s.d or t.b or t.d:
+        return None
+    rows = np.floor((t.f + t.e * (np.arange(target.height) + 0.5) - s.f) / s.e).astype(np.int64)
+    cols = np.floor((t.c + t.a * (np.arange(target.width) + 0.5) - s.c) / s.a).astype(np.int64)
+    out = np.zeros(target.shape, np.uint8)
+    row_in = (rows >= 0) & (rows < src.height)
+    col_in = (cols >= 0) & (cols < src.width)
+    if not row_in.any() or not col_in.any():
+        return out
+    r0, r1 = int(rows[row_in].min()), int(rows[row_in].max()) + 1
+    c0, c1 = int(cols[col_in].min()), int(cols[col_in].max()) + 1
+    codes = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+    index = _to_index(codes, src.nodata, encoding, str(path))
+    out[np.ix_(row_in, col_in)] = index[np.ix_(rows[row_in] - r0, cols[col_in] - c0)]
+    return out
+
+
 def read_nlcd_index(
     path: str | Path, grid: Grid, *, halo: int = 0, encoding: str = "codes"
 ) -> npt.NDArray[np.uint8]:
@@ -241,9 +282,12 @@ def read_nlcd_index(
     """
     check_nlcd_encoding(encoding)
     path = Path(path)
+    target = grid.expand(halo) if halo else grid
     with open_raster(path) as src:
         src_crs, src_nodata = src.crs, src.nodata
-    target = grid.expand(halo) if halo else grid
+        fast = _nearest_axis_aligned(src, target, path, encoding)
+    if fast is not None:
+        return fast
     if src_crs is not None and src_crs != grid.crs:
         logger.info(
             "%s: NLCD in %s reprojected on the fly onto the tile grid (%s) with nearest resampling",
@@ -252,11 +296,106 @@ def read_nlcd_index(
             grid.crs.to_string() if grid.crs else "no CRS",
         )
     codes = read_on_grid(path, target, bands=1, fill=0)
-    if src_nodata is not None and src_nodata != 0 and np.isfinite(src_nodata):
-        codes[codes == src_nodata] = 0
-    if encoding == "index":
-        return index_to_index(codes, source=str(path))
-    return nlcd_to_index(codes, source=str(path))
+    return _to_index(codes, src_nodata, encoding, str(path))
+
+
+#: Output rows per strip when a prior is computed and written strip by strip (a multiple of
+#: the blur's chunk and of the raster block size, so strips write whole blocks).
+STRIP_ROWS = 256
+
+#: How far from 1 the column sums of a cooccurrence matrix may be for the normalizer ``V`` to
+#: be taken as the sum of the blurred class layers instead of a blur of its own.
+COLUMN_SUM_TOL = 1e-9
+
+
+class PriorStrips:
+    """The NLCD prior of an index map (the module docstring's formula), strip by strip.
+
+    The blur's first pass is done when the object is made; :meth:`rows` evaluates any strip of
+    output rows, so a large tile is normalized and written strip by strip (see
+    :func:`lcip.priors.build.write_prior_strips`). When the matrix's columns sum to 1 for every
+    NLCD class present (what :func:`~lcip.priors.cooccurrence.normalize_counts` gives), the
+    normalizer ``V = blur(valid)`` equals the sum of the blurred class layers and is taken from
+    them (C layers blurred instead of C + 1; the priors agree to float32 rounding).
+
+    Args:
+        index: (H, W) NLCD indices 0..16 (0 = nodata), including any halo.
+        cooccurrence: (C, 17) matrix P(target class | NLCD class), or a Cooccurrence.
+        params: blur and smoothing parameters (``halo`` is not used here).
+        crop: halo to drop from every side of the result.
+    """
+
+    def __init__(
+        self,
+        index: npt.NDArray[Any],
+        cooccurrence: CooccurrenceLike,
+        params: NLCDPriorParams | None = None,
+        *,
+        crop: int = 0,
+    ) -> None:
+        params = params or NLCDPriorParams()
+        matrix = _as_matrix(cooccurrence)
+        self.num_classes = matrix.shape[0]
+        self._eps = np.float32(params.smoothing)
+        height, width = index.shape[0] - 2 * crop, index.shape[1] - 2 * crop
+        self.shape = (height, width)
+        self._core = index[crop : crop + height, crop : crop + width]
+        self.any_valid = bool(np.any(self._core))
+        self._blur: StripBlur | None = None
+        self._own_denominator = True
+        if not self.any_valid:
+            return
+        weights = matrix.copy()
+        weights[:, 0] = 0.0  # nodata contributes to no class ...
+        validity = np.ones((1, NUM_NLCD))
+        validity[0, 0] = 0.0  # ... nor to the normalizer
+        present = np.bincount(np.ravel(index), minlength=NUM_NLCD)[:NUM_NLCD] > 0
+        present[0] = False
+        sums = weights[:, present].sum(axis=0)
+        layers = weights
+        if np.all(np.abs(sums - 1.0) <= COLUMN_SUM_TOL):
+            self._own_denominator = False  # V = sum of the class layers
+        else:
+            layers = np.concatenate([validity, weights])
+        self._blur = StripBlur(
+            index, NUM_NLCD, params.sigma, params.truncate, weights=layers, crop=crop
+        )
+        self._work: npt.NDArray[np.float32] | None = None
+
+    def rows(
+        self, start: int, prior: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_]
+    ) -> None:
+        """Evaluate output rows ``start .. start + valid.shape[0]`` into ``prior`` and ``valid``.
+
+        Args:
+            start: first output row.
+            prior: (C, rows, W) float32 output whose layers are C-contiguous (e.g. rows of a
+                whole prior): summing to 1 over classes on valid pixels, 0 elsewhere.
+            valid: (rows, W) bool output, False where the NLCD is nodata (or, possible only
+                without smoothing, where every class has zero prior).
+        """
+        count = valid.shape[0]
+        np.not_equal(self._core[start : start + count], 0, out=valid)
+        if self._blur is None:
+            prior[...] = 0
+            return
+        if self._own_denominator:
+            if self._work is None or self._work.shape[1] < count:
+                self._work = np.empty((1 + self.num_classes, count, self.shape[1]), np.float32)
+            work = self._work[:, :count]
+            self._blur.rows(start, work)
+            denom, blurred = work[0], work[1:]
+        else:
+            self._blur.rows(start, prior)
+            denom, blurred = np.sum(prior, axis=0), prior
+        valid &= denom > 0
+        # prior_l = (B_l + eps V) / sum_k (B_k + eps V), in place.
+        denom *= self._eps
+        blurred += denom
+        total = np.sum(blurred, axis=0, out=denom)
+        valid &= total > 0
+        np.divide(blurred, total, out=prior, where=valid)
+        prior *= valid  # invalid pixels -> 0
 
 
 def prior_from_index(
@@ -279,29 +418,10 @@ def prior_from_index(
         valid pixels and 0 elsewhere; bool (H - 2 crop, W - 2 crop), False where the NLCD is
         nodata (or, possible only without smoothing, where every class has zero prior).
     """
-    params = params or NLCDPriorParams()
-    matrix = _as_matrix(cooccurrence)
-    num_classes = matrix.shape[0]
-    weights = matrix.copy()
-    weights[:, 0] = 0.0  # nodata contributes to no class ...
-    validity = np.ones((1, NUM_NLCD))
-    validity[0, 0] = 0.0  # ... nor to the normalizer
-    height, width = index.shape[0] - 2 * crop, index.shape[1] - 2 * crop
-    core = index[crop : crop + height, crop : crop + width]
-    valid = core != 0
-    if not valid.any():
-        return np.zeros((num_classes, height, width), np.float32), valid
-    sigma, truncate = params.sigma, params.truncate
-    denom = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=validity, crop=crop)[0]
-    valid &= denom > 0
-    prior = blur_onehot(index, NUM_NLCD, sigma, truncate, weights=weights, crop=crop)
-    # prior_l = (B_l + eps V) / sum_k (B_k + eps V), in place (tiles are large).
-    denom *= np.float32(params.smoothing)
-    prior += denom
-    total = np.sum(prior, axis=0, out=denom)
-    valid &= total > 0
-    np.divide(prior, total, out=prior, where=valid)
-    prior *= valid  # invalid pixels -> 0
+    strips = PriorStrips(index, cooccurrence, params, crop=crop)
+    prior = np.zeros((strips.num_classes, *strips.shape), np.float32)
+    valid = np.zeros(strips.shape, bool)
+    strips.rows(0, prior, valid)
     return prior, valid
 
 

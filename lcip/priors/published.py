@@ -28,7 +28,7 @@ import numpy.typing as npt
 from lcip.errors import ConfigError, DataError
 from lcip.manifest import Manifest, Tile
 from lcip.priors.build import PriorJob
-from lcip.raster import Grid, open_raster, read_on_grid
+from lcip.raster import Grid, check_same_grid, open_raster, read_on_grid
 
 
 def published_prior(
@@ -100,8 +100,18 @@ class PublishedPriorJob(PriorJob):
         return {**super().inputs(tile), "published": tile.layer(self.layer)}
 
     def compute(self, tile: Tile, grid: Grid) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-        """The converted prior of the tile."""
+        """The converted prior of the tile (which must be on the tile's imagery grid).
+
+        Raises:
+            GridMismatchError: one line naming the tile and both files, if the published
+                prior is not on the imagery's grid (a 1 m prior is never resampled silently).
+        """
         assert self.scheme is not None
+        layers = {
+            self.image_layer: tile.layer(self.image_layer),
+            self.layer: tile.layer(self.layer),
+        }
+        check_same_grid(layers, f"tile {tile.tile_id}")
         return published_prior(
             tile.layer(self.layer),
             grid,

@@ -80,8 +80,18 @@ def check_writable(key: str, folder: str | Path) -> None:
         raise ConfigError(f"{key}={folder}: cannot write there ({exc.strerror or exc})") from None
 
 
+def check_loss_name(cfg: DictConfig) -> None:
+    """``loss.name`` must name a loss of :data:`lcip.losses.LOSSES` (imports torch)."""
+    from lcip.losses import LOSSES
+
+    name = _get(cfg, "loss.name")
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ConfigError(f"loss.name={name}: unknown loss {name!r}; choose one of {list(LOSSES)}")
+
+
 def check_training_settings(cfg: DictConfig) -> None:
     """Every training setting a user can get wrong, checked before any work starts."""
+    check_loss_name(cfg)
     check_number(cfg, "task.lr", 0)
     check_number(cfg, "task.weight_decay", 0, strict=False)
     check_number(cfg, "task.lr_factor", 0)
@@ -110,6 +120,7 @@ __all__ = [
     "check_choice",
     "check_device",
     "check_integer",
+    "check_loss_name",
     "check_number",
     "check_training_settings",
     "check_writable",

@@ -192,6 +192,8 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
     Raises:
         ConfigError: one line naming the settings to change, when no tile is selected or an
             evaluation split would be counted without ``cooccurrence.allow_test``.
+        GridMismatchError: one line naming the tile and both files, when a tile's labels
+            (``region.label_layer``) are not on its imagery's grid (``region.image_layer``).
     """
     out_dir = Path(cfg.cooccurrence.dir)
     source = cooccurrence_source(cfg)
@@ -217,6 +219,7 @@ def cooccurrence(cfg: DictConfig, force: bool = False) -> Cooccurrence:
         nlcd_layer=cfg.region.nlcd_layer,
         allow_test=allow_test,
         nlcd_encoding=check_nlcd_encoding(str(cfg.region.get("nlcd_encoding", "codes"))),
+        image_layer=cfg.region.get("image_layer"),
     )
     result.write(out_dir)
     return result
