@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from lcip.epitome import (
     sample_patches,
 )
 from lcip.epitome_reference import direct_em, direct_embedding
+from lcip.stages.demo import machine_description
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 WV = Path(os.environ.get("LCIP_REALDATA", REALDATA)) / "chesapeake_wv_patches"
@@ -160,14 +160,7 @@ def time_window(
 
 def machine(device: str) -> str:
     """A one-line description of the machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = machine_description()["cpu"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
     return (

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from lcip.manifest import Manifest, Tile
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs, write_prior
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.raster import Grid, write_raster
+from lcip.stages.demo import machine_description
 from lcip.synthetic import RegionConfig, generate_region
 
 
@@ -272,14 +272,7 @@ def epitome(sizes: Sizes, device: torch.device) -> dict[str, float]:
 
 def machine(device: torch.device) -> str:
     """One line: GPU, CPU, torch and CUDA versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = machine_description()["cpu"]
     gpu = (
         f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), "
         if device.type == "cuda"

@@ -43,17 +43,16 @@ from lcip.stages.map import (
     sizing_overrides,
     unless_given,
 )
-from tests.httpserver import LoopbackServer
-from tests.stand_ins import StandIn, nominatim, overpass, stac_api
+from tests.stand_ins import StandIn
 from tests.test_acquire_labels import _naip_item
 from tests.test_place_acquire import (
     NE,
     NW,
-    OSM,
     PLACE,
     _all_requests,
     overrides,
     pytestmark,  # noqa: F401 (skips this module too without the real sample data)
+    running_services,
     served,  # noqa: F401 (the stand-ins' files: a fixture)
 )
 
@@ -89,19 +88,11 @@ def _recorded(item: dict[str, Any], root: Path) -> dict[str, Any]:
 @pytest.fixture
 def stands(served: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, StandIn]]:  # noqa: F811
     """The stand-ins of every service, the NAIP items being the real recorded JSON."""
-    root = served["root"]
-    items = [_recorded(i, root) if i["collection"] == "naip" else i for i in served["items"]]
-    with (
-        stac_api(root, items) as stac,
-        overpass(tmp_path, OSM) as osm,
-        nominatim(tmp_path, {PLACE: served["place"]}) as geo,
-        LoopbackServer(root / "footprints") as files,
-    ):
-        index = (root / "footprints" / "dataset-links.template").read_text()
-        (root / "footprints" / "dataset-links.csv").write_text(
-            index.replace("FILE/", files.url(""))
-        )
-        yield {"stac": stac, "osm": osm, "geo": geo, "files": files}  # type: ignore[dict-item]
+    items = [
+        _recorded(i, served["root"]) if i["collection"] == "naip" else i for i in served["items"]
+    ]
+    with running_services(served, tmp_path, items) as services:
+        yield services
 
 
 def table(tmp_path: Path) -> list[str]:

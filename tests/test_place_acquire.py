@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "items": items, "place": both.buffer(-0.0002), "area": both}
 
 
-@pytest.fixture
-def services(served: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, StandIn]]:
+@contextmanager
+def running_services(
+    served: dict[str, Any], tmp_path: Path, items: list[dict[str, Any]] | None = None
+) -> Iterator[dict[str, StandIn]]:
+    """The stand-ins of every service (STAC over ``items``, default the served ones)."""
     root = served["root"]
     with (
-        stac_api(root, served["items"]) as stac,
+        stac_api(root, served["items"] if items is None else items) as stac,
         overpass(tmp_path, OSM) as osm,
         nominatim(tmp_path, {PLACE: served["place"]}) as geo,
         LoopbackServer(root / "footprints") as files,
@@ -136,6 +140,12 @@ def services(served: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Stand
             index.replace("FILE/", files.url(""))
         )
         yield {"stac": stac, "osm": osm, "geo": geo, "files": files}  # type: ignore[dict-item]
+
+
+@pytest.fixture
+def services(served: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, StandIn]]:
+    with running_services(served, tmp_path) as stands:
+        yield stands
 
 
 def overrides(s: dict[str, Any], out: Path, *extra: str, place: bool = True) -> list[str]:

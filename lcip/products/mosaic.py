@@ -264,21 +264,26 @@ def warp_tile(
             src_nodata=kind.nodata,
             nodata=kind.nodata,
         ) as vrt,
-        raster_writer(
-            dst,
-            grid,
-            kind.count,
-            kind.dtype,
-            nodata=kind.nodata,
-            tags=tags,
-            band_names=list(kind.band_names) or None,
-            colormap=kind.colors,
-            cog=True,
-        ) as out,
+        _cog_writer(dst, grid, kind, tags) as out,
     ):
         for window in chunk_windows(grid):
             out.write(vrt.read(window=window).astype(kind.dtype, copy=False), window=window)
     return dst
+
+
+def _cog_writer(dst: Path, grid: Grid, kind: LayerKind, tags: Mapping[str, str]) -> Any:
+    """A COG writer of a product of ``kind`` on ``grid`` (its bands, nodata and colours)."""
+    return raster_writer(
+        dst,
+        grid,
+        kind.count,
+        kind.dtype,
+        nodata=kind.nodata,
+        tags=tags,
+        band_names=list(kind.band_names) or None,
+        colormap=kind.colors,
+        cog=True,
+    )
 
 
 def _nodata_text(value: float) -> str:
@@ -389,17 +394,7 @@ def write_mosaic_cog(
     """
     with (
         open_raster(vrt) as src,
-        raster_writer(
-            dst,
-            grid,
-            kind.count,
-            kind.dtype,
-            nodata=kind.nodata,
-            tags=tags,
-            band_names=list(kind.band_names) or None,
-            colormap=kind.colors,
-            cog=True,
-        ) as out,
+        _cog_writer(dst, grid, kind, tags) as out,
     ):
         for window in chunk_windows(grid):
             out.write(src.read(window=window), window=window)
