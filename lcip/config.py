@@ -1,6 +1,6 @@
 """The lcip Hydra config: where it lives, and composing it without a running Hydra app.
 
-The console scripts compose ``configs/lcip.yaml`` through ``@hydra.main``; library code and
+The console scripts compose ``lcip/conf/lcip.yaml`` through ``@hydra.main``; library code and
 tests call :func:`compose_config` with the same overrides a user would type, and then call a
 stage function (:mod:`lcip.stages`) on the result. No stage reads Hydra's global state.
 """
@@ -14,10 +14,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-#: The Hydra config folder: ``$LCIP_CONFIG_DIR`` or the repository's ``configs/``.
-CONFIG_DIR = Path(
-    os.environ.get("LCIP_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs")
-)
+#: The Hydra config folder: ``$LCIP_CONFIG_DIR`` or the package's own ``lcip/conf`` (package
+#: data: a wheel carries it; ``configs/`` at the repository root links to it).
+CONFIG_DIR = Path(os.environ.get("LCIP_CONFIG_DIR", Path(__file__).resolve().parent / "conf"))
 #: The primary config's name.
 CONFIG_NAME = "lcip"
 

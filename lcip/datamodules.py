@@ -131,7 +131,7 @@ class TileDataModule(L.LightningDataModule):
             (uncompressed, memory-mapped; see :mod:`lcip.training_copy`), made on first use,
             checked against their sources and read instead of the originals; None reads the
             originals. The training stage's default is a folder under ``paths.root``
-            (``configs/data/default.yaml``).
+            (``lcip/conf/data/default.yaml``).
         training_copy_max_gb: the largest training copy made (GB); a larger one, or one the
             free disk space cannot hold, is not made and the originals are read, with a
             one-line warning (:func:`lcip.training_copy.bounded_training_copy`). None: only

@@ -1,6 +1,6 @@
 """Paper experiments: what each experiment config reproduces and the stages it runs.
 
-An experiment config (``configs/experiment/<name>.yaml``) records under ``paper``:
+An experiment config (``lcip/conf/experiment/<name>.yaml``) records under ``paper``:
 ``published`` (ids of the rows of ``lcip/data/published_results.csv`` it reproduces,
 ``table/region/method[/output][/init][/prior]``), ``stages`` (the console scripts it runs, in
 order; default :data:`DEFAULT_STAGES`), ``multirun`` (run each stage as a Hydra multirun, e.g.

@@ -1,6 +1,6 @@
 """GPU check: training steps, host-to-device share, prediction and epitome throughput.
 
-Measures, with lcip's default recipe (``configs/lcip.yaml`` composed with no overrides: the
+Measures, with lcip's default recipe (``lcip/conf/lcip.yaml`` composed with no overrides: the
 model, loss and learning rate of ``lcip-train``) at the paper's size (FCN of 128 filters,
 crops of 128 px, batches of 128, bf16 autocast, channels_last, loader workers):
 

@@ -1,4 +1,4 @@
-"""Write ``configs/experiment/<name>_lcip.yaml``: each paper experiment with lcip's recipe.
+"""Write ``lcip/conf/experiment/<name>_lcip.yaml``: each paper experiment with lcip's recipe.
 
 The paper experiments pin the paper's training recipe (``paper_recipe.yaml``: its FCN without
 batch norm, plateau schedule, early stopping, the best checkpoint by val/loss). Each one that

@@ -1,6 +1,6 @@
 """Run one paper experiment: every stage its config lists, in order, with the same settings.
 
-An experiment config (``configs/experiment/<name>.yaml``) lists its stages under
+An experiment config (``lcip/conf/experiment/<name>.yaml``) lists its stages under
 ``paper.stages`` (default: cooccurrence, prior, train, predict, evaluate); ``paper.multirun``
 runs each stage as a Hydra multirun (``-m``: e.g. NY and PA for the NY + PA rows). Every
 stage is idempotent, so re-running a finished experiment redoes nothing.

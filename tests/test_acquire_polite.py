@@ -43,6 +43,7 @@ from lcip.acquire.http import (
     user_agent,
 )
 from lcip.acquire.stac import search
+from lcip.config import CONFIG_DIR
 from lcip.errors import ConfigError
 from tests.httpserver import LoopbackServer
 from tests.stand_ins import stac_api, stac_item
@@ -316,7 +317,7 @@ def test_limit_holds_across_threads(files: LoopbackServer) -> None:
 def test_config_key_is_there() -> None:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(ROOT / "configs" / "lcip.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "lcip.yaml")
     assert OmegaConf.to_container(cfg.acquire.rate_limits) == {}
     configure_rate_limits(json.loads('{"127.0.0.1": ["2/s", "100/hour"]}'))
     assert RATE_LIMITS.limits()["127.0.0.1"] == (Rate(2, 1.0), Rate(100, 3600.0))

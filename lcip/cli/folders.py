@@ -3,7 +3,7 @@
 Hydra creates ``hydra.run.dir`` (``<paths.root>/logs/<stage>/<time>``) before the stage runs,
 so a ``paths.root`` under a regular file would end in Hydra's traceback there. The console
 scripts' config registers :class:`OutputFolders` as a Hydra callback (``hydra.callbacks`` in
-``configs/lcip.yaml``): it runs on the composed config just before that folder is made and
+``lcip/conf/lcip.yaml``): it runs on the composed config just before that folder is made and
 stops with one line naming the setting, exit status 2, as every user-caused error does.
 """
 

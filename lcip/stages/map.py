@@ -367,7 +367,7 @@ def make_plan(cfg: DictConfig, overrides: Sequence[str]) -> MapPlan:
         ConfigError: for bad ``map`` settings or an area without a cooccurrence source.
     """
     if "map" not in cfg:
-        raise ConfigError("map: missing (the settings of lcip-map, configs/lcip.yaml)")
+        raise ConfigError("map: missing (the settings of lcip-map, lcip/conf/lcip.yaml)")
     given = list(overrides)
     name = map_name(cfg)
     base = [*given, *unless_given(given, [f"region.name={name}"])]
