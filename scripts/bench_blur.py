@@ -21,64 +21,12 @@ import time
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from scipy import ndimage
 
 from lcip.classes import NLCD_CODES
 from lcip.priors.blur import blur_onehot
-
-# NLCD classes common in the eastern US, in the order they are drawn (by --classes).
-_COMMON = (21, 22, 41, 81, 23, 42, 43, 82, 11, 24, 90, 71, 52, 95, 31, 12)
-
-
-def nlcd_like_map(
-    height: int,
-    width: int,
-    num_classes: int,
-    *,
-    block: int = 30,
-    rotate: float = 0.0,
-    seed: int = 0,
-) -> npt.NDArray[np.uint8]:
-    """An NLCD-like map of NLCD indices (0..16) at 1 m: spatially coherent 30 m blocks.
-
-    Args:
-        height: rows (px).
-        width: columns (px).
-        num_classes: number of NLCD classes present (1..16).
-        block: block size in px (30 for NLCD at 1 m).
-        rotate: rotation of the block grid in degrees (0: axis-aligned, like NLCD on a grid in
-            its own CRS; a few degrees: like NLCD reprojected from Albers to UTM).
-        seed: random seed.
-
-    Returns:
-        uint8 array (height, width) of indices into ``NLCD_CODES``.
-    """
-    rng = np.random.default_rng(seed)
-    ny, nx = height // block + 3, width // block + 3
-    if rotate:
-        ny = nx = int(np.hypot(height, width) / block) + 3
-    # Coherent patches: argmax of a few smoothed noise fields, with block-level speckle.
-    fields = ndimage.gaussian_filter(rng.standard_normal((num_classes, ny, nx)), (0, 3, 3))
-    fields += 0.15 * rng.standard_normal(fields.shape)
-    fields += np.linspace(0.3, -0.3, num_classes)[:, None, None]  # some classes more common
-    coarse = np.argmax(fields, axis=0)
-    lut = np.array([NLCD_CODES.index(c) for c in _COMMON[:num_classes]], dtype=np.uint8)
-    coarse_idx = lut[coarse]
-    oy, ox = (int(v) for v in rng.integers(0, block, 2))
-    if not rotate:
-        big = np.repeat(np.repeat(coarse_idx, block, axis=0), block, axis=1)
-        return np.ascontiguousarray(big[oy : oy + height, ox : ox + width])
-    # Nearest-neighbour sampling of a rotated block grid at the pixel centres.
-    theta = np.deg2rad(rotate)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    cy, cx = height / 2, width / 2
-    u = np.cos(theta) * (xx - cx) - np.sin(theta) * (yy - cy) + nx * block / 2 + ox
-    v = np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy) + ny * block / 2 + oy
-    ii = np.clip((v // block).astype(np.intp), 0, ny - 1)
-    jj = np.clip((u // block).astype(np.intp), 0, nx - 1)
-    return coarse_idx[ii, jj]
+from lcip.synthetic.nlcd import COMMON_NLCD, nlcd_like_map
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -111,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     threads = args.threads or None
     height, width = args.size
-    if not 1 <= args.classes <= len(_COMMON):
-        p.error(f"--classes must be in 1..{len(_COMMON)}")
+    if not 1 <= args.classes <= len(COMMON_NLCD):
+        p.error(f"--classes must be in 1..{len(COMMON_NLCD)}")
 
     index = nlcd_like_map(height, width, args.classes, rotate=args.rotate, seed=args.seed)
     present = [int(k) for k in np.unique(index)]

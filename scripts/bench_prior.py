@@ -41,15 +41,12 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import from_bounds
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_blur import nlcd_like_map
-
 from lcip.classes import CHESAPEAKE4, NLCD_CODES
 from lcip.manifest import Tile
 from lcip.priors.build import NLCDPriorJob, prior_writer
 from lcip.priors.nlcd import kernel_radius, nlcd_prior
 from lcip.raster import Grid, write_raster
+from lcip.synthetic.nlcd import nlcd_like_map
 
 CRS_UTM = CRS.from_epsg(26917)
 

@@ -6,11 +6,19 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from lcip.classes import NLCD_CODES
 from lcip.synthetic.arrays import F64, I32, U8, Bool
 from lcip.synthetic.config import NLCD_BLOCK
 from lcip.synthetic.scene import Scene
 
-__all__ = ["NLCD_CONFUSIONS", "block_fractions", "make_nlcd", "nlcd_rules"]
+__all__ = [
+    "COMMON_NLCD",
+    "NLCD_CONFUSIONS",
+    "block_fractions",
+    "make_nlcd",
+    "nlcd_like_map",
+    "nlcd_rules",
+]
 
 #: Plausible NLCD confusions: true code -> codes a wrong NLCD label is drawn from.
 NLCD_CONFUSIONS: dict[int, tuple[int, ...]] = {
@@ -165,3 +173,56 @@ def make_nlcd(
     )
     nlcd_clean = _nlcd_from_truth(lc, obj, scene.objs.tables()[2], urban, wet_src)
     return nlcd_clean, _perturb_nlcd(rng, nlcd_clean, error_rate)
+
+
+#: NLCD codes in the order :func:`nlcd_like_map` adds them (the most common first).
+COMMON_NLCD: tuple[int, ...] = (21, 22, 41, 81, 23, 42, 43, 82, 11, 24, 90, 71, 52, 95, 31, 12)
+
+
+def nlcd_like_map(
+    height: int,
+    width: int,
+    num_classes: int,
+    *,
+    block: int = 30,
+    rotate: float = 0.0,
+    seed: int = 0,
+) -> npt.NDArray[np.uint8]:
+    """An NLCD-like map of NLCD indices (0..16) at 1 m: spatially coherent 30 m blocks.
+
+    Args:
+        height: rows (px).
+        width: columns (px).
+        num_classes: number of NLCD classes present (1..16).
+        block: block size in px (30 for NLCD at 1 m).
+        rotate: rotation of the block grid in degrees (0: axis-aligned, like NLCD on a grid in
+            its own CRS; a few degrees: like NLCD reprojected from Albers to UTM).
+        seed: random seed.
+
+    Returns:
+        uint8 array (height, width) of indices into ``NLCD_CODES``.
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = height // block + 3, width // block + 3
+    if rotate:
+        ny = nx = int(np.hypot(height, width) / block) + 3
+    # Coherent patches: argmax of a few smoothed noise fields, with block-level speckle.
+    fields = ndimage.gaussian_filter(rng.standard_normal((num_classes, ny, nx)), (0, 3, 3))
+    fields += 0.15 * rng.standard_normal(fields.shape)
+    fields += np.linspace(0.3, -0.3, num_classes)[:, None, None]  # some classes more common
+    coarse = np.argmax(fields, axis=0)
+    lut = np.array([NLCD_CODES.index(c) for c in COMMON_NLCD[:num_classes]], dtype=np.uint8)
+    coarse_idx = lut[coarse]
+    oy, ox = (int(v) for v in rng.integers(0, block, 2))
+    if not rotate:
+        big = np.repeat(np.repeat(coarse_idx, block, axis=0), block, axis=1)
+        return np.ascontiguousarray(big[oy : oy + height, ox : ox + width])
+    # Nearest-neighbour sampling of a rotated block grid at the pixel centres.
+    theta = np.deg2rad(rotate)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    cy, cx = height / 2, width / 2
+    u = np.cos(theta) * (xx - cx) - np.sin(theta) * (yy - cy) + nx * block / 2 + ox
+    v = np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy) + ny * block / 2 + oy
+    ii = np.clip((v // block).astype(np.intp), 0, ny - 1)
+    jj = np.clip((u // block).astype(np.intp), 0, nx - 1)
+    return coarse_idx[ii, jj]
