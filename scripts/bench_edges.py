@@ -20,7 +20,7 @@ import rasterio
 from omegaconf import DictConfig, OmegaConf
 
 from lcip.classes import IGNORE_INDEX
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 from lcip.stages.paths import scheme_of
 from lcip.stages.predict import predict
 

@@ -1,4 +1,4 @@
-"""Benchmark self-epitomic LSR (lcip.epitome): seconds per window, and against a direct loop.
+"""Benchmark self-epitomic LSR (lcip.epitome.core): seconds per window, and against a direct loop.
 
 Prints a markdown table (figures for BENCHMARKS.md):
 
@@ -8,7 +8,7 @@ Prints a markdown table (figures for BENCHMARKS.md):
    on the same patches; the maps they give agree (max difference printed) and the ratio of
    their times is the speed-up; the loop's cost at 512 px is extrapolated by the number of
    (patch, position) pairs, which both costs scale with;
-2. the whole method (:func:`lcip.epitome.epitome_window`: epitome, patches, posterior,
+2. the whole method (:func:`lcip.epitome.core.epitome_window`: epitome, patches, posterior,
    embedding, EM, upsampling) on windows of ``--sizes`` px with the default settings
    (0.05 W^2 patches of 7 x 7 on the 2x downsampled imagery, sigma^2 = 0.01).
 
@@ -33,7 +33,7 @@ import rasterio
 import torch
 
 from lcip.classes import nlcd_to_index
-from lcip.epitome import (
+from lcip.epitome.core import (
     EpitomeParams,
     class_embedding,
     downsample_classes,
@@ -45,7 +45,7 @@ from lcip.epitome import (
     position_validity,
     sample_patches,
 )
-from lcip.epitome_reference import direct_em, direct_embedding
+from lcip.epitome.reference import direct_em, direct_embedding
 from lcip.stages.demo import machine_description
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"

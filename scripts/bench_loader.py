@@ -8,10 +8,10 @@ labels uint8 DEFLATE, NLCD prior float32 x 4 ZSTD), it measures
    stock pipeline for the same files (``RasterDataset`` for imagery, prior and labels,
    intersected with ``&``, ``RandomBatchGeoSampler``, ``stack_samples``), at 0 and
    ``--workers`` workers; lcip's default loader reads the training copy it makes
-   (:mod:`lcip.training_copy`, ``data.training_copy``), measured with GDAL's block cache on and
+   (:mod:`lcip.data.training_copy`, ``data.training_copy``), measured with GDAL's block cache on and
    off (off: every crop of a GDAL read decodes its blocks, as on a region much larger than the
    cache), also with batches handed over in new shared memory, as PyTorch does, instead of
-   lcip's reused buffers (:mod:`lcip.batch_slots`); and lcip reading the DEFLATE originals
+   lcip's reused buffers (:mod:`lcip.data.batch_slots`); and lcip reading the DEFLATE originals
    (``data.training_copy=null``), cache on and off. It prints whether the default loader is
    >= 10x TorchGeo in both cache states;
 2. where lcip's loading time goes (0 workers): window reads (GDAL decode or memory-map copy)
@@ -39,16 +39,16 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from lcip.batch_slots import batch_memory
 from lcip.classes import CHESAPEAKE4
-from lcip.datamodules import TileDataModule
-from lcip.datasets import TileWindowDataset
-from lcip.losses import build_loss
-from lcip.manifest import Manifest
-from lcip.models import FCN
+from lcip.data.batch_slots import batch_memory
+from lcip.data.datamodules import TileDataModule
+from lcip.data.datasets import TileWindowDataset
+from lcip.io.manifest import Manifest
+from lcip.losses.core import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.synthetic import RegionConfig, generate_region
+from lcip.training.models import FCN
 
 
 def make_region(root: Path, tiles_x: int, tiles_y: int, tile_size: int) -> Manifest:

@@ -42,10 +42,10 @@ from rasterio.crs import CRS
 from rasterio.windows import from_bounds
 
 from lcip.classes import CHESAPEAKE4, NLCD_CODES
-from lcip.manifest import Tile
+from lcip.io.manifest import Tile
+from lcip.io.raster import Grid, write_raster
 from lcip.priors.build import NLCDPriorJob, prior_writer
 from lcip.priors.nlcd import kernel_radius, nlcd_prior
-from lcip.raster import Grid, write_raster
 from lcip.synthetic.nlcd import nlcd_like_map
 
 CRS_UTM = CRS.from_epsg(26917)

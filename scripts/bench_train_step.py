@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from lcip.classes import CHESAPEAKE4
-from lcip.datamodules import TileDataModule
-from lcip.losses import build_loss
-from lcip.manifest import Manifest
-from lcip.models import FCN
+from lcip.data.datamodules import TileDataModule
+from lcip.io.manifest import Manifest
+from lcip.losses.core import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.synthetic import RegionConfig, generate_region
+from lcip.training.models import FCN
 
 
 def main() -> None:

@@ -8,16 +8,17 @@ crops of 128 px, batches of 128, bf16 autocast, channels_last, loader workers):
    (the next batch from lcip's default training loader, its transfer to the device and the
    step), medians over timed steps; the host-to-device transfer of one batch alone, and its
    share of a full step; the loader alone (crops/s);
-2. **prediction**: :func:`lcip.predict.predict_manifest` (sliding windows, q and r maps written
+2. **prediction**: :func:`lcip.inference.predict.predict_manifest` (sliding windows, q and r maps
+written
    as COGs) on one 7000 x 6000 px tile, in px/s, and the network's forward passes alone over
    the same pixels (windows of ``predict.window`` plus the margin, bf16);
-3. **self-epitomic LSR**: seconds of :func:`lcip.epitome.epitome_window` on one 1024 px window.
+3. **self-epitomic LSR**: seconds of :func:`lcip.epitome.core.epitome_window` on one 1024 px window.
 
 Writes a markdown table (the figures for BENCHMARKS.md) to ``--out`` and prints it. Each
 section has a share of the time budget (``--budget``, 420 s): a section that fails or runs
 out of time says so in its row instead of stopping the check. ``--tiny`` runs every section
 on tiny sizes on the CPU, to check the script itself (``GPU_CHECK_SMOKE=1
-scripts/gpu_check.sh``, tested by ``tests/test_gpu_check.py``).
+scripts/gpu_check.sh``, tested by ``tests/scripts/test_gpu_check.py``).
 
     scripts/gpu_check.sh                     # on a GPU machine; table in outputs/gpu_check/
 """
@@ -45,14 +46,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lcip.classes import CHESAPEAKE4
 from lcip.config import compose_config, to_dict
-from lcip.datamodules import TileDataModule
-from lcip.datasets import LayerSpec
-from lcip.inference import WindowConfig
-from lcip.losses import build_loss
-from lcip.manifest import Manifest, Tile
+from lcip.data.datamodules import TileDataModule
+from lcip.data.datasets import LayerSpec
+from lcip.inference.windows import WindowConfig
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import Grid, write_raster
+from lcip.losses.core import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs, write_prior
 from lcip.priors.cooccurrence import count_cooccurrence
-from lcip.raster import Grid, write_raster
 from lcip.stages.demo import machine_description
 from lcip.synthetic import RegionConfig, generate_region
 
@@ -216,8 +217,8 @@ def prediction(
     root: Path, sizes: Sizes, recipe: dict[str, Any], device: torch.device
 ) -> dict[str, float]:
     """Pixels per second of whole-tile prediction, and of the network's forward passes alone."""
-    from lcip.inference import receptive_field
-    from lcip.predict import predict_manifest
+    from lcip.inference.predict import predict_manifest
+    from lcip.inference.windows import receptive_field
 
     manifest = prediction_tile(root, sizes.predict_shape)
     model = build_model(recipe, device).eval()
@@ -263,7 +264,7 @@ def epitome(sizes: Sizes, device: torch.device) -> dict[str, float]:
     """Seconds of one self-epitomic LSR window (``scripts/bench_epitome.py``'s timing)."""
     from bench_epitome import mosaic, time_window
 
-    from lcip.epitome import EpitomeParams
+    from lcip.epitome.core import EpitomeParams
 
     image, nlcd, _ = mosaic()
     seconds, _, _ = time_window(image, nlcd, sizes.epitome_window, EpitomeParams(), str(device))

@@ -1,6 +1,6 @@
 r"""Convert published cooccurrence statistics into lcip's built-in tables (package data).
 
-Reads the upstream files, given as paths, and writes ``lcip/data/cooccurrence/``: per table a
+Reads the upstream files, given as paths, and writes ``lcip/resources/cooccurrence/``: per table a
 CSV (:meth:`lcip.priors.cooccurrence.Cooccurrence.to_csv` layout) and a JSON record of its
 provenance; for ``chesapeake4`` also label super-resolution statistics; and the outline of the
 Chesapeake Bay watershed states used by ``cooccurrence.source=auto``. See
@@ -48,7 +48,7 @@ from lcip.priors.builtin import (
 )
 from lcip.priors.cooccurrence import NUM_NLCD, Cooccurrence, LSRStatistics
 
-OUT = Path(__file__).resolve().parents[1] / "lcip" / "data" / "cooccurrence"
+OUT = Path(__file__).resolve().parents[1] / "lcip" / "resources" / "cooccurrence"
 
 IMPLICIT_POSTERIOR = {
     "repository": "estherrolf/implicit-posterior",

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lcip.config import compose_config
-from lcip.experiments import EXPERIMENTS, paper_settings
+from lcip.evaluation.experiments import EXPERIMENTS, paper_settings
 
 SUFFIX = "_lcip"
 #: Experiments without a variant: sweeps (not a paper row).

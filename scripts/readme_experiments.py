@@ -1,6 +1,6 @@
 """Write README's "Paper experiments" table from the published results and experiment configs.
 
-Every row of ``lcip/data/published_results.csv`` (the paper's land cover results) is listed
+Every row of ``lcip/resources/published_results.csv`` (the paper's land cover results) is listed
 with its published accuracy / mIoU and the one command that reproduces it: the experiment
 config whose ``paper.published`` names the row's id. Rows no config claims are listed as not
 reproduced. The table replaces the block between the markers in README.md.
@@ -14,9 +14,9 @@ import csv
 import sys
 from pathlib import Path
 
-from lcip.experiments import EXPERIMENTS, paper_settings
+from lcip.evaluation.experiments import EXPERIMENTS, paper_settings
 
-PUBLISHED_CSV = Path(__file__).resolve().parents[1] / "lcip" / "data" / "published_results.csv"
+PUBLISHED_CSV = Path(__file__).resolve().parents[1] / "lcip" / "resources" / "published_results.csv"
 START = "<!-- paper-experiments:start (written by scripts/readme_experiments.py) -->"
 END = "<!-- paper-experiments:end -->"
 FIELDS = ("table", "region", "method", "output", "init", "prior")

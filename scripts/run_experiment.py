@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lcip.experiments import commands
+from lcip.evaluation.experiments import commands
 
 
 def main() -> None:

@@ -11,11 +11,11 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from lcip.classes import CHESAPEAKE4
-from lcip.manifest import Manifest, Tile
-from lcip.raster import Grid, write_raster
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import Grid, write_raster
 from tests.httpserver import loopback  # noqa: F401 (a fixture for every test module)
+from tests.paths import REALDATA
 
-REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 REQUIRE_REALDATA = "LCIP_REQUIRE_REALDATA"  # set by .ci/run: real-data tests must not skip there
 CRS_UTM = CRS.from_epsg(32618)
 

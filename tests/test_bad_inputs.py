@@ -18,16 +18,16 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from lcip.align import align_raster
 from lcip.classes import CHESAPEAKE4
 from lcip.config import compose_config
-from lcip.datamodules import TileDataModule
-from lcip.datasets import LayerSpec, TileWindowDataset
+from lcip.data.datamodules import TileDataModule
+from lcip.data.datasets import LayerSpec, TileWindowDataset
 from lcip.errors import ConfigError, GridMismatchError
-from lcip.evaluate import MapSpec, evaluate_manifest
-from lcip.manifest import Manifest, Tile
-from lcip.nodata import empty_imagery_tiles, has_valid_imagery, warn_empty_imagery
-from lcip.raster import Grid, check_same_grid, write_raster
+from lcip.evaluation.evaluate import MapSpec, evaluate_manifest
+from lcip.io.align import align_raster
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.nodata import empty_imagery_tiles, has_valid_imagery, warn_empty_imagery
+from lcip.io.raster import Grid, check_same_grid, write_raster
 from lcip.stages.cooccurrence import cooccurrence
 from lcip.stages.evaluate import evaluate
 from lcip.stages.predict import predict
@@ -70,7 +70,7 @@ def test_check_same_grid_says_how_the_grids_differ(tmp_path: Path) -> None:
     assert message.startswith(f"{lc}: layer 'lc' of tile t0 is on grid ")
     assert f"'naip' ({naip})" in message
     assert "origin shifted by (3, -2) m" in message
-    assert "lcip.align.align_raster" in message
+    assert "lcip.io.align.align_raster" in message
     # Float noise far below a pixel is the same grid.
     noisy = write_raster(tmp_path / "noisy.tif", zeros, shifted(grid, 1e-9, -1e-9))
     assert check_same_grid({"naip": naip, "noisy": noisy}).same_as(grid)
@@ -182,9 +182,9 @@ def test_training_warns_about_a_tile_of_nodata_imagery(
     empty = fake_region.tile("t1").layer("naip")
     write_raster(empty, np.zeros((4, 96, 96), np.uint8), Grid.of(empty))  # black: no data
     dm = TileDataModule(fake_region, prior_layer="prior", crop_size=32, batch_size=4)
-    with caplog.at_level(logging.WARNING, logger="lcip.nodata"):
+    with caplog.at_level(logging.WARNING, logger="lcip.io.nodata"):
         dm.setup("fit")
-    lines = [r.getMessage() for r in caplog.records if r.name == "lcip.nodata"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "lcip.io.nodata"]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert lines[0].startswith(f"tile t1: imagery {empty} holds no valid pixel")
     # Imagery with zero_is_nodata=false is data, however black.

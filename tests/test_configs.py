@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 
 from lcip.config import CONFIG_DIR, compose_config
 from lcip.errors import ConfigError
-from lcip.losses import build_loss
-from lcip.models import FCN, UNet
+from lcip.losses.core import build_loss
 from lcip.stages.paths import scheme_of
+from lcip.training.models import FCN, UNet
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
 

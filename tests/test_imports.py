@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "lcip"
+from tests.paths import ROOT
+
+PACKAGE = ROOT / "lcip"
 
 
 def _module_name(path: Path) -> str:

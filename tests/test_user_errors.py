@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 
 from lcip.config import compose_config
 from lcip.errors import ConfigError, DownloadError
-from lcip.manifest import Manifest, Tile
-from lcip.raster import write_raster
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import write_raster
 from lcip.stages.acquire import WHOLE_ARCHIVES, acquire
 from lcip.stages.cooccurrence import cooccurrence
 from lcip.stages.evaluate import evaluate
@@ -29,9 +29,10 @@ from lcip.stages.predict import predict
 from tests.conftest import make_grid
 from tests.fake_archives import make_chesapeake_archives
 from tests.httpserver import LoopbackServer
-from tests.test_train_stage import tiny_overrides, write_prior_region
+from tests.paths import FIXTURES
+from tests.stages.test_train_stage import tiny_overrides, write_prior_region
 
-TORCHGEO_FIXTURES = Path(__file__).parent / "fixtures" / "real" / "torchgeo"
+TORCHGEO_FIXTURES = FIXTURES / "real" / "torchgeo"
 
 
 def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:

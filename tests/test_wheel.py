@@ -15,7 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
+
 _SKIP = (".git", ".venv", "outputs", "build", "*.egg-info", "__pycache__", ".*_cache")
 
 
@@ -52,7 +53,7 @@ def test_wheel_installs_configs_and_runs_console_scripts(tmp_path: Path) -> None
         names = set(z.namelist())
     shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "lcip" / "conf").rglob("*.yaml")}
     assert shipped and shipped <= names  # every config, the nested launcher group included
-    assert "lcip/data/cooccurrence/chesapeake4.csv" in names
+    assert "lcip/resources/cooccurrence/chesapeake4.csv" in names
 
     site = tmp_path / "site"
     installed = _run(

@@ -35,8 +35,8 @@ from pyproj.exceptions import CRSError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from lcip.atomic import write_text
 from lcip.errors import ConfigError, DataError, DownloadError
+from lcip.io.atomic import write_text
 
 log = logging.getLogger(__name__)
 

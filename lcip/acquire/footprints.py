@@ -41,8 +41,8 @@ from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
 from lcip.acquire.osm import write_gpkg
-from lcip.atomic import create_temporary
 from lcip.errors import DataError
+from lcip.io.atomic import create_temporary
 
 #: The layer of an indexed quadkey file (:func:`index_footprints`).
 INDEX_LAYER = "footprints"

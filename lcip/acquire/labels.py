@@ -43,8 +43,8 @@ from lcip.acquire.area import to_lonlat
 from lcip.acquire.http import download
 from lcip.acquire.stac import scene_of, search, signer, unsigned
 from lcip.errors import DataError
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.raster import Grid, is_valid_raster, open_raster, read_src_on_grid, write_raster
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.io.raster import Grid, is_valid_raster, open_raster, read_src_on_grid, write_raster
 
 log = logging.getLogger(__name__)
 

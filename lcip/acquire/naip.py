@@ -33,10 +33,10 @@ from rasterio.errors import RasterioError
 
 import lcip
 from lcip.acquire.nlcd import GDAL_REMOTE, gdal_path
-from lcip.align import snapped_grid
 from lcip.errors import ConfigError, DownloadError
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.raster import Grid, read_src_on_grid, write_raster
+from lcip.io.align import snapped_grid
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.io.raster import Grid, read_src_on_grid, write_raster
 
 log = logging.getLogger(__name__)
 

@@ -76,11 +76,11 @@ from rasterio.warp import transform_bounds
 import lcip
 from lcip.acquire.http import download, user_agent
 from lcip.acquire.remotezip import RemoteZip, ZipMember
-from lcip.align import snapped_grid
-from lcip.atomic import write_text
 from lcip.errors import ConfigError, DownloadError
-from lcip.provenance import PROVENANCE_TAG, provenance
-from lcip.raster import Grid, read_src_on_grid, write_raster
+from lcip.io.align import snapped_grid
+from lcip.io.atomic import write_text
+from lcip.io.provenance import PROVENANCE_TAG, provenance
+from lcip.io.raster import Grid, read_src_on_grid, write_raster
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from lcip.acquire.area import osmnx_settings
-from lcip.atomic import atomic_path
 from lcip.errors import DownloadError
+from lcip.io.atomic import atomic_path
 from lcip.priors.vectors import _OSM_TAGS
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from lcip.acquire.http import (
     read_range,
     stream_into,
 )
-from lcip.atomic import atomic_path
 from lcip.errors import DownloadError
+from lcip.io.atomic import atomic_path
 
 # Record layouts (APPNOTE.TXT 4.3): signature first, little-endian.
 _EOCD = struct.Struct("<4s4H2IH")  # disk, cd disk, entries here, entries, cd size, offset, comment

@@ -1,7 +1,7 @@
 """The settings stamp of an acquired region: rerun nothing while settings and files hold.
 
 Acquisition writes its settings as JSON beside the manifest (``acquire.json``). A later run
-with the same settings whose manifest's files all verify (:mod:`lcip.verify`) is up to date and
+with the same settings whose manifest's files all verify (:mod:`lcip.io.verify`) is up to date and
 makes no network request.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lcip.errors import DataError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

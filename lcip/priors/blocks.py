@@ -2,8 +2,9 @@
 
 NLCD is 30 m data. Read onto a 1 m tile grid (from a 30 m raster, or stored on the tile grid
 as the Chesapeake release does) it is piecewise constant on 30 x 30 px blocks whose corner
-is anywhere relative to the tile's corner. Label super-resolution (:class:`lcip.losses.LSRLoss`)
-and its statistics (:mod:`lcip.priors.cooccurrence`) need those blocks.
+is anywhere relative to the tile's corner. Label super-resolution
+(:class:`lcip.losses.core.LSRLoss`) and its statistics (:mod:`lcip.priors.cooccurrence`) need those
+blocks.
 
 The block size is ``30 m / pixel size`` (NLCD's resolution is fixed). The offset ("phase")
 is detected from the map itself: at every row ``y`` count the columns where the class
@@ -27,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from rasterio.windows import Window
 
-from lcip.raster import Grid
+from lcip.io.raster import Grid
 
 #: NLCD's resolution in metres.
 NLCD_RES_M = 30.0

@@ -4,7 +4,7 @@ A *tile job* is a picklable callable that computes one output raster for one til
 (:func:`run_tile_jobs`) maps it over a manifest's tiles, in a local process pool when
 ``jobs > 1``, with a progress bar. A tile whose output already exists, is whole, is on the
 tile's grid and records the same provenance -- the job's parameters *and* the fingerprints of
-every input file (see :mod:`lcip.provenance`) -- is skipped, unless the job has ``force``
+every input file (see :mod:`lcip.io.provenance`) -- is skipped, unless the job has ``force``
 set. A tile with no valid pixels is skipped and listed in the report; other bad input stops
 the run with a one-line error naming the file.
 
@@ -34,10 +34,12 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 import lcip
-from lcip.atomic import write_text
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, GridMismatchError
-from lcip.manifest import Manifest, Tile
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
+from lcip.io.raster import Grid, open_raster, raster_writer, read_on_grid, write_row_strips
 from lcip.priors.fused import fuse_prior, radius_in_pixels
 from lcip.priors.nlcd import (
     STRIP_ROWS,
@@ -50,8 +52,6 @@ from lcip.priors.nlcd import (
     sigma_in_pixels,
 )
 from lcip.priors.vectors import LAYER_NAMES, rasterize_vectors, write_vector_layers
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.raster import Grid, open_raster, raster_writer, read_on_grid, write_row_strips
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class TileResult:
     seconds: float
 
 
-#: Compression of prior rasters (a key of :data:`lcip.raster.COMPRESSIONS`): lossless ZSTD,
+#: Compression of prior rasters (a key of :data:`lcip.io.raster.COMPRESSIONS`): lossless ZSTD,
 #: about 4x faster to write and 2.5x faster to read than DEFLATE for the same size
 #: (``scripts/bench_prior.py``).
 PRIOR_COMPRESSION = "zstd"
@@ -80,7 +80,7 @@ def prior_writer(
     """Open a prior raster for writing (float32, NaN nodata, bands named after the classes).
 
     Args:
-        path: destination (written atomically, see :func:`lcip.raster.raster_writer`).
+        path: destination (written atomically, see :func:`lcip.io.raster.raster_writer`).
         grid: the tile grid.
         scheme: the target classes (one band each).
         tags: dataset tags (``lcip_version`` is added).
@@ -138,7 +138,7 @@ def write_prior_strips(
     """Compute and write an NLCD prior strip by strip (see :func:`write_prior`).
 
     Each strip of :data:`~lcip.priors.nlcd.STRIP_ROWS` rows is computed while the previous
-    one is compressed and written (:func:`lcip.raster.write_row_strips`), in three reused
+    one is compressed and written (:func:`lcip.io.raster.write_row_strips`), in three reused
     buffers: memory stays a few strips whatever the tile size, and no whole-tile array is
     made.
 

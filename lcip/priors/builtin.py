@@ -2,7 +2,7 @@
 
 A region without 1 m labels needs a cooccurrence matrix for its NLCD-based priors. Instead of
 acquiring a whole labelled region to count one, it can borrow a table packaged with lcip
-(``lcip/data/cooccurrence/``), selected with ``cooccurrence.source=builtin:<name>``:
+(``lcip/resources/cooccurrence/``), selected with ``cooccurrence.source=builtin:<name>``:
 
 - ``chesapeake4``: the NLCD -> water / tree canopy / low vegetation / impervious fractions
   published with the label super-resolution work on the Chesapeake Land Cover data
@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from lcip.classes import CHESAPEAKE4, ENVIROATLAS5_RAW, NLCD_CODES, ClassScheme
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 from lcip.priors.cooccurrence import NUM_NLCD, Cooccurrence, LSRStatistics
 
 #: The prefix of a built-in table in ``cooccurrence.source``.
@@ -71,7 +71,7 @@ EARTH_RADIUS_KM = 6371.0088
 
 
 def _data_dir() -> Path:
-    return Path(str(files("lcip") / "data" / "cooccurrence"))
+    return Path(str(files("lcip") / "resources" / "cooccurrence"))
 
 
 # --------------------------------------------------------------------------- conversion

@@ -20,7 +20,7 @@ columns = NLCD codes, the matrix; human-readable and authoritative), ``cooccurre
 (metadata: tiles, pixel counts, class scheme, date, lcip version) and ``cooccurrence.png``
 (a labelled heat map), and ``lsr_statistics.json``.
 
-Label super-resolution statistics (:class:`LSRStatistics`, for :class:`lcip.losses.LSRLoss`)
+Label super-resolution statistics (:class:`LSRStatistics`, for :class:`lcip.losses.core.LSRLoss`)
 are counted in the same pass over the same tiles: the 30 m NLCD blocks of each tile
 (:class:`lcip.priors.blocks.BlockLayout`) are split by NLCD class into *units*; a unit with at
 least ``min_fraction`` of a whole block's pixels labelled contributes its target class
@@ -49,13 +49,13 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from lcip import __version__
-from lcip.atomic import atomic_write
 from lcip.classes import IGNORE_INDEX, NLCD_CODES, NLCD_NAMES, ClassScheme, get_scheme
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest
+from lcip.io.atomic import atomic_write
+from lcip.io.manifest import Manifest
+from lcip.io.raster import Grid, check_same_grid, open_raster
 from lcip.priors.blocks import BlockLayout
 from lcip.priors.nlcd import read_nlcd_index
-from lcip.raster import Grid, check_same_grid, open_raster
 
 logger = logging.getLogger(__name__)
 

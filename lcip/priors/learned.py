@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from lcip.atomic import atomic_write
 from lcip.classes import ClassScheme
-from lcip.datamodules import TileDataModule
-from lcip.datasets import LayerSpec, TileWindowDataset
+from lcip.data.datamodules import TileDataModule
+from lcip.data.datasets import LayerSpec, TileWindowDataset
 from lcip.errors import ConfigError
-from lcip.inference import WindowConfig, sliding_window_log_probs
-from lcip.manifest import Manifest
+from lcip.inference.windows import WindowConfig, sliding_window_log_probs
+from lcip.io.atomic import atomic_write
+from lcip.io.manifest import Manifest
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.priors.build import TileResult, write_prior
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, provenance
-from lcip.tasks import SupervisedTask
+from lcip.training.tasks import SupervisedTask
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def build_network(model: Mapping[str, Any], num_classes: int, seed: int = 0) -> 
     """The learned prior's network, initialized from ``seed`` (the global RNG is left as is).
 
     Args:
-        model: a Hydra node with ``_target_`` (e.g. ``lcip.models.FCN`` and its settings).
+        model: a Hydra node with ``_target_`` (e.g. ``lcip.training.models.FCN`` and its settings).
         num_classes: C; the network maps C prior bands + 4 vector bands to C logits.
         seed: seed of the initial weights.
 
@@ -120,7 +120,7 @@ def training_provenance(
     input_layers: tuple[str, str] = ("prior_nlcd", "vectors"),
     label_layer: str = "lc",
 ) -> str:
-    """The provenance of a trained network (see :mod:`lcip.provenance`).
+    """The provenance of a trained network (see :mod:`lcip.io.provenance`).
 
     Args:
         manifest: tiles with the input and label layers.

@@ -27,7 +27,7 @@ which no kept pixel's kernel reaches.
 
 Reprojection: NLCD is distributed in CONUS Albers (EPSG:5070) at 30 m, NAIP tiles are in UTM.
 An NLCD raster on another grid or CRS is read onto the (expanded) tile grid on the fly with
-*nearest* resampling (:func:`lcip.raster.read_on_grid`, a GDAL warp): NLCD is categorical, so
+*nearest* resampling (:func:`lcip.io.raster.read_on_grid`, a GDAL warp): NLCD is categorical, so
 no class mixing happens before the one-hot encoding, and the blur then smooths the staircase
 edges that reprojection leaves. A different CRS is logged at INFO. Reprojected NLCD is not
 block-structured on the tile grid, so the blur falls back to its slower (still exact) path;
@@ -48,8 +48,8 @@ from rasterio.windows import Window
 
 from lcip.classes import NLCD_CODES, nlcd_to_index
 from lcip.errors import ConfigError, DataError
+from lcip.io.raster import Grid, open_raster, read_on_grid
 from lcip.priors.blur import StripBlur, kernel_radius
-from lcip.raster import Grid, open_raster, read_on_grid
 
 
 class HasMatrix(Protocol):

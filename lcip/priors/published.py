@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest, Tile
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import Grid, check_same_grid, open_raster, read_on_grid
 from lcip.priors.build import PriorJob
-from lcip.raster import Grid, check_same_grid, open_raster, read_on_grid
 
 
 def published_prior(

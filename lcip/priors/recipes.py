@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 from lcip.priors.build import (
     FusedPriorJob,
     NLCDPriorJob,

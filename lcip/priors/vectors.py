@@ -63,7 +63,7 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 
 from lcip.errors import DataError
-from lcip.raster import Grid, write_raster
+from lcip.io.raster import Grid, write_raster
 
 #: The four vector layers, in band order.
 LAYER_NAMES: tuple[str, str, str, str] = ("buildings", "roads", "waterways", "waterbodies")

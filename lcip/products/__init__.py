@@ -41,7 +41,9 @@ from rasterio.crs import CRS
 import lcip
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, read_provenance
+from lcip.io.raster import Grid
 from lcip.products import areas as _areas
 from lcip.products import html as _html
 from lcip.products.confidence import DEFAULT_MEASURE, check_measure, write_confidence
@@ -56,12 +58,10 @@ from lcip.products.mosaic import (
     prob_kind,
 )
 from lcip.products.records import Recorder, sidecar_up_to_date, write_sidecar
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date, read_provenance
-from lcip.raster import Grid
 
 log = logging.getLogger(__name__)
 
-#: The prediction layers products are made from (see :data:`lcip.predict.OUTPUT_LAYERS`).
+#: The prediction layers products are made from (see :data:`lcip.inference.predict.OUTPUT_LAYERS`).
 PREDICTION_LAYERS = ("q_prob", "q_class", "r_prob", "r_class")
 
 
@@ -84,7 +84,7 @@ def make_products(
 
     Args:
         predictions: the predictions manifest (layers ``q_prob``, ``q_class``, ``r_prob``,
-            ``r_class`` per tile, as :func:`lcip.predict.predict_manifest` returns or
+            ``r_class`` per tile, as :func:`lcip.inference.predict.predict_manifest` returns or
             ``lcip-predict`` writes; plus the imagery and prior layers it was made from).
         scheme: the class scheme of the predictions (names and colours).
         out_dir: the products folder (e.g. ``outputs/maps/<name>``), created if missing.

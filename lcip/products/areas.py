@@ -32,10 +32,10 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from lcip.atomic import create_temporary, write_text
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, DataError
-from lcip.raster import Grid
+from lcip.io.atomic import create_temporary, write_text
+from lcip.io.raster import Grid
 
 #: Square metres per hectare.
 M2_PER_HA = 10_000.0

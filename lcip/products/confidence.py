@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from lcip.errors import ConfigError
+from lcip.io.raster import Grid, open_raster, raster_writer
 from lcip.products.mosaic import chunk_windows, confidence_kind
-from lcip.raster import Grid, open_raster, raster_writer
 
 #: The confidence measures, by name.
 MEASURES = ("max", "entropy")

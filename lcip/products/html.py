@@ -30,9 +30,9 @@ from affine import Affine
 from PIL import Image
 from rasterio.enums import Resampling
 
-from lcip.atomic import write_text
 from lcip.classes import IGNORE_INDEX, ClassScheme
-from lcip.raster import Grid, read_on_grid
+from lcip.io.atomic import write_text
+from lcip.io.raster import Grid, read_on_grid
 
 #: Longest side of the layer previews, in pixels.
 MAX_PREVIEW_PX = 1024

@@ -17,7 +17,7 @@ class band carries the scheme's colour table (``ColorInterp`` Palette), so QGIS 
 classes in their colours; probability bands carry the class names.
 
 :func:`write_mosaic_cog` copies a VRT into one Cloud Optimized GeoTIFF (overviews: mode for
-classes, average for probabilities) window by window, through :func:`lcip.raster.raster_writer`.
+classes, average for probabilities) window by window, through :func:`lcip.io.raster.raster_writer`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from lcip.atomic import write_text
 from lcip.classes import IGNORE_INDEX, ClassScheme, colormap
 from lcip.errors import ConfigError
+from lcip.io.atomic import write_text
+from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date
+from lcip.io.raster import BLOCK_SIZE, Grid, open_raster, raster_writer
 from lcip.products.records import Recorder
-from lcip.provenance import PROVENANCE_TAG, is_up_to_date
-from lcip.raster import BLOCK_SIZE, Grid, open_raster, raster_writer
 
 #: Size (rows, columns) of the windows rasters are copied in: multiples of BLOCK_SIZE, so that
 #: every window writes whole blocks, and small enough that memory stays bounded (a 4-band

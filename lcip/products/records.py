@@ -1,9 +1,9 @@
 """What made each map product, and the check that lets a rerun skip it.
 
 Rasters (COGs and VRTs) carry their record in the ``lcip_provenance`` tag, as every lcip
-raster does (:mod:`lcip.provenance`); tables and pages carry it in a sidecar
+raster does (:mod:`lcip.io.provenance`); tables and pages carry it in a sidecar
 ``<file>.provenance.json`` written after the file. A record is the canonical JSON
-:func:`lcip.provenance.provenance` makes (``params``, ``inputs`` fingerprints,
+:func:`lcip.io.provenance.provenance` makes (``params``, ``inputs`` fingerprints,
 ``lcip_version``), built here with each input file fingerprinted once per run: the same
 prediction COG feeds several products.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import lcip
-from lcip.atomic import write_text
-from lcip.provenance import fingerprint
+from lcip.io.atomic import write_text
+from lcip.io.provenance import fingerprint
 
 
 class Recorder:
@@ -32,7 +32,7 @@ class Recorder:
         self._prints: dict[Path, str] = {}
 
     def fingerprint(self, path: Path) -> str:
-        """The fingerprint of a file (:func:`lcip.provenance.fingerprint`), cached per path."""
+        """The fingerprint of a file (:func:`lcip.io.provenance.fingerprint`), cached per path."""
         key = Path(path).resolve()
         if key not in self._prints:
             self._prints[key] = fingerprint(key)
@@ -50,7 +50,7 @@ class Recorder:
             inputs: input name -> file.
 
         Returns:
-            JSON with sorted keys, equal to what :func:`lcip.provenance.provenance` makes.
+            JSON with sorted keys, equal to what :func:`lcip.io.provenance.provenance` makes.
         """
         prints = {name: self.fingerprint(p) for name, p in inputs.items()}
         body = {

@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lcip.atomic import atomic_path
 from lcip.errors import ConfigError, DataError
+from lcip.io.atomic import atomic_path
 
 #: Browser executables tried, in this order.
 BROWSERS: tuple[str, ...] = ("chromium", "chromium-browser", "google-chrome")

@@ -16,7 +16,7 @@ For a region with a ``source`` (see :mod:`lcip.acquire.datasets`), the stage
    acquired splits without finding, or extracting, any whole archive;
 4. writes the manifest: tile id, split, CRS and bounds (from the imagery), one column per
    layer, and ``<layer>_url`` / ``<layer>_sha256`` per file. The checksums are remembered
-   (:mod:`lcip.verify`), so stages reading the manifest detect a changed file cheaply.
+   (:mod:`lcip.io.verify`), so stages reading the manifest detect a changed file cheaply.
 
 A rerun whose settings match ``acquire.json`` beside the manifest and whose files all verify
 makes no network request.
@@ -39,11 +39,11 @@ import lcip
 from lcip.acquire.datasets import Archive, Dataset, LayerMember, get_dataset
 from lcip.acquire.stamp import SETTINGS_FILE
 from lcip.acquire.stamp import up_to_date as _up_to_date
-from lcip.atomic import write_text
 from lcip.config import to_dict
 from lcip.errors import ConfigError, DataError, DownloadError
-from lcip.manifest import Manifest, Tile
-from lcip.raster import Grid
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import Grid
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,8 @@ def write_manifest(
     Raises:
         DataError: when a tile lacks its imagery layer or appears in two splits.
     """
-    from lcip.provenance import sha256_file
-    from lcip.verify import remember_many
+    from lcip.io.provenance import sha256_file
+    from lcip.io.verify import remember_many
 
     tiles: dict[str, dict[str, LayerMember]] = defaultdict(dict)
     split_of: dict[str, str] = {}

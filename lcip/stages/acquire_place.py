@@ -19,7 +19,7 @@ and a NAIP ``year`` or ``date_range``; :mod:`lcip.acquire.area`) the stage
    all under ``<region.dir>/tiles/<tile id>/``;
 4. writes the manifest (tile id, split, CRS, bounds, layers ``naip``, ``nlcd``, ``osm``,
    ``buildings`` [, ``lc``], and ``<layer>_url`` / ``<layer>_sha256``), remembering the
-   checksums (:mod:`lcip.verify`).
+   checksums (:mod:`lcip.io.verify`).
 
 ``acquire.dry_run=true`` lists the scenes (remote size, how each is read, bytes to transfer
 and on disk), files and queries with their sizes and fetches nothing. A rerun whose settings
@@ -68,13 +68,13 @@ from lcip.acquire.stac import (
     signer,
 )
 from lcip.acquire.stamp import SETTINGS_FILE, up_to_date
-from lcip.align import RESAMPLING, align_raster, grid_for
-from lcip.atomic import atomic_path, write_text
 from lcip.config import to_dict
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest, Tile
-from lcip.provenance import is_up_to_date, provenance
-from lcip.raster import Grid, is_valid_raster
+from lcip.io.align import RESAMPLING, align_raster, grid_for
+from lcip.io.atomic import atomic_path, write_text
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.provenance import is_up_to_date, provenance
+from lcip.io.raster import Grid, is_valid_raster
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def assign_splits(ids: Sequence[str], counts: Mapping[str, int]) -> dict[str, st
 
 
 def imagery_params(grid: Grid) -> dict[str, Any]:
-    """The parameters :func:`lcip.align.align_raster` records for imagery on ``grid``.
+    """The parameters :func:`lcip.io.align.align_raster` records for imagery on ``grid``.
 
     (A resampled scene whose provenance differs -- other grid, other source -- is made again.)
     """
@@ -533,8 +533,8 @@ def build_tile(
 
 def write_checked_manifest(tiles: Sequence[Tile], path: Path) -> Manifest:
     """Write the manifest with every layer's sha256 (computed once and remembered)."""
-    from lcip.provenance import sha256_file
-    from lcip.verify import remember_many
+    from lcip.io.provenance import sha256_file
+    from lcip.io.verify import remember_many
 
     out, checked = [], []
     for t in tiles:

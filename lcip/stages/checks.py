@@ -81,8 +81,8 @@ def check_writable(key: str, folder: str | Path) -> None:
 
 
 def check_loss_name(cfg: DictConfig) -> None:
-    """``loss.name`` must name a loss of :data:`lcip.losses.LOSSES` (imports torch)."""
-    from lcip.losses import LOSSES
+    """``loss.name`` must name a loss of :data:`lcip.losses.core.LOSSES` (imports torch)."""
+    from lcip.losses.core import LOSSES
 
     name = _get(cfg, "loss.name")
     if not isinstance(name, str) or name not in LOSSES:

@@ -4,9 +4,9 @@ For the priors named in ``compare.priors`` (each built by ``lcip-prior prior=<na
 ``<region.dir>/priors/<name>/manifest.csv``), on the labelled tiles of ``compare.splits``
 that every prior covers:
 
-- each prior's argmax is scored against the 1 m labels with :func:`lcip.evaluate.evaluate_manifest`
-  (accuracy, per-class IoU and mIoU; the region's scheme; pixels whose imagery is nodata are not
-  scored);
+- each prior's argmax is scored against the 1 m labels with
+  :func:`lcip.evaluation.evaluate.evaluate_manifest` (accuracy, per-class IoU and mIoU; the
+  region's scheme; pixels whose imagery is nodata are not scored);
 - every pair of priors is compared by the mean absolute difference
   ``MAD(a, b) = mean over pixels valid in both and over classes of |a - b|``, read strip by
   strip (never a whole tile in memory).
@@ -28,10 +28,9 @@ import numpy as np
 import numpy.typing as npt
 from omegaconf import DictConfig
 
-from lcip.atomic import write_text
 from lcip.classes import ClassScheme
 from lcip.errors import ConfigError, DataError
-from lcip.evaluate import (
+from lcip.evaluation.evaluate import (
     STRIP_ROWS,
     Evaluation,
     MapSpec,
@@ -41,8 +40,9 @@ from lcip.evaluate import (
     mean_iou,
     rows_to_csv,
 )
-from lcip.manifest import Manifest
-from lcip.raster import check_same_grid, open_raster, streaming_env, strip_windows
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest
+from lcip.io.raster import check_same_grid, open_raster, streaming_env, strip_windows
 from lcip.stages.paths import prior_layer, region_manifest_path, scheme_of
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ def mean_abs_differences(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Sums of |a - b| and counts of pixels valid in both, for every pair of priors.
 
-    Reads each tile's priors in strips of :data:`lcip.evaluate.STRIP_ROWS` rows. A pixel is
-    valid in a prior when every band is finite.
+    Reads each tile's priors in strips of :data:`lcip.evaluation.evaluate.STRIP_ROWS` rows. A pixel
+    is valid in a prior when every band is finite.
 
     Args:
         manifest: tiles with the layer ``prior_<name>`` of every prior, on one grid per tile.

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 from lcip.priors.builtin import AUTO, PREFIX, area_centroid, builtin_table, choose_table
 from lcip.priors.cooccurrence import (
     CSV_NAME,

@@ -13,11 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 import lcip
-from lcip.atomic import write_text
 from lcip.config import compose_config
-from lcip.evaluate import read_class_map, rows_to_csv
-from lcip.manifest import Manifest
-from lcip.raster import Grid, read_on_grid
+from lcip.evaluation.evaluate import read_class_map, rows_to_csv
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest
+from lcip.io.raster import Grid, read_on_grid
 from lcip.stages.cooccurrence import cooccurrence
 from lcip.stages.evaluate import evaluate
 from lcip.stages.paths import prior_layer, scheme_of
@@ -144,7 +144,7 @@ def demo(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) ->
             q = maps.tile(first_tile.tile_id).layer("q_class")
             panels.append(("self-epitomic LSR q", read_class_map(q, grid, "class")))
     assert first_tile is not None
-    from lcip.quicklook import save_quicklook
+    from lcip.evaluation.quicklook import save_quicklook
 
     grid = Grid.of(first_tile.layer(cfg.region.image_layer))
     truth = scheme.map_labels(read_on_grid(first_tile.layer(cfg.region.label_layer), grid, bands=1))

@@ -4,7 +4,7 @@ Reads the region's manifest (``epitome.splits``, the evaluation splits by defaul
 cooccurrence matrix (the one ``lcip-cooccurrence`` wrote, or the one ``cooccurrence.source``
 borrows), and writes ``q_prob`` / ``q_class`` maps per tile into ``epitome.out_dir`` with a
 predictions manifest beside them (``<out_dir>/manifest.csv``), as ``lcip-predict`` does for q.
-See :mod:`lcip.epitome`.
+See :mod:`lcip.epitome.core`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lcip.config import to_dict
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
 from lcip.priors.nlcd import check_nlcd_encoding
 from lcip.stages.checks import check_choice, check_device, cuda_available
 from lcip.stages.paths import region_manifest_path, scheme_of
@@ -61,7 +61,7 @@ def epitome(cfg: DictConfig, force: bool = False) -> Path:
         ConfigError: a bad ``epitome.*`` setting or no cooccurrence matrix (one line).
         DataError: a tile smaller than one patch, or a missing or unreadable file (one line).
     """
-    from lcip.epitome import EpitomeJob, epitome_manifest, params_from
+    from lcip.epitome.core import EpitomeJob, epitome_manifest, params_from
 
     force = force or bool(cfg.get("force", False))
     params = params_from(to_dict(cfg.epitome), int(cfg.seed))

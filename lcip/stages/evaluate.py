@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lcip.errors import ConfigError
-from lcip.evaluate import (
+from lcip.evaluation.evaluate import (
     PAPER,
     Evaluation,
     MapSpec,
@@ -16,8 +16,8 @@ from lcip.evaluate import (
     get_protocols,
     write_evaluations,
 )
-from lcip.manifest import Manifest
-from lcip.provenance import sha256_file
+from lcip.io.manifest import Manifest
+from lcip.io.provenance import sha256_file
 from lcip.stages.paths import checkpoint_file, predictions_manifest_path, prior_layer, scheme_of
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def evaluation_maps(cfg: DictConfig) -> list[MapSpec]:
 
     ``evaluate.nlcd_layer`` (default null) names a layer of NLCD codes on the tile grid (e.g.
     ``nlcd`` on Chesapeake) to score as a map too, mapped to 4 classes as the later literature
-    does (:data:`lcip.evaluate.PARAFORMER_NLCD_MAP`); only for 4-class schemes.
+    does (:data:`lcip.evaluation.evaluate.PARAFORMER_NLCD_MAP`); only for 4-class schemes.
 
     Raises:
         ConfigError: if ``evaluate.nlcd_layer`` is set for a scheme of other than 4 classes.
@@ -101,11 +101,11 @@ def evaluate(cfg: DictConfig, force: bool = False) -> Evaluation:
     """Evaluate the prior's argmax, q and r on the evaluation tiles under every protocol.
 
     The protocols are ``evaluate.protocols`` (default ``[paper, paraformer]``, see
-    :mod:`lcip.evaluate`). Writes ``evaluation.md`` (every protocol), ``evaluation.csv``
+    :mod:`lcip.evaluation.evaluate`). Writes ``evaluation.md`` (every protocol), ``evaluation.csv``
     (``paper``) and ``metrics.csv`` (every protocol, with a ``protocol`` column; per tile and
     for all tiles; IoU per class; ``collapsed`` = 1 for a map that is one class where the
-    labels are not, see :meth:`lcip.evaluate.Evaluation.collapse`, also logged as a warning)
-    into the run folder.
+    labels are not, see :meth:`lcip.evaluation.evaluate.Evaluation.collapse`, also logged as a
+    warning) into the run folder.
 
     Only tiles of ``region.eval_splits`` are scored (see :func:`evaluation_tiles`).
 

@@ -46,10 +46,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lcip.atomic import write_text
 from lcip.config import compose_config, to_dict
 from lcip.errors import ConfigError, DataError
-from lcip.manifest import Manifest
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ def run_overrides(
 
 def smallest_side(manifest: Manifest, image_layer: str) -> int:
     """The shortest side (px) of the tiles' imagery."""
-    from lcip.raster import Grid
+    from lcip.io.raster import Grid
 
     return min(min(Grid.of(t.layer(image_layer)).shape) for t in manifest)
 
@@ -616,7 +616,7 @@ def _centre(manifest: Manifest) -> tuple[float, float] | None:
 
 
 def _manifest_pixels(manifest: Manifest, image_layer: str) -> float:
-    from lcip.raster import Grid
+    from lcip.io.raster import Grid
 
     total = 0.0
     for t in manifest:

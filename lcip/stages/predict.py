@@ -8,8 +8,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest
-from lcip.shards import merge_shards, parse_shard, select_shard
+from lcip.io.manifest import Manifest
+from lcip.io.shards import merge_shards, parse_shard, select_shard
 from lcip.stages.checks import check_device, check_integer, cuda_available
 from lcip.stages.paths import (
     checkpoint_file,
@@ -31,7 +31,7 @@ def prediction_params(cfg: DictConfig, checkpoint: Path) -> dict[str, Any]:
         the checkpoint setting, file and sha256, the loss, its smoothing and denominator, the
         prior's name, and what the network saw beyond the tiles' edges.
     """
-    from lcip.provenance import sha256_file
+    from lcip.io.provenance import sha256_file
 
     return {
         "checkpoint": str(cfg.predict.checkpoint),
@@ -80,7 +80,7 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
 
     Every map records the checkpoint's sha256, the loss settings and the prior; a tile is
     skipped only when its maps record exactly what this run would, otherwise rewritten.
-    With ``shard=i/n`` only that shard's tiles are predicted (see :mod:`lcip.shards`): its
+    With ``shard=i/n`` only that shard's tiles are predicted (see :mod:`lcip.io.shards`): its
     manifest goes to ``<predict.out_dir>/shards/<i>_of_<n>/`` and the last shard to finish
     merges them into ``<predict.out_dir>/manifest.csv``.
 
@@ -103,10 +103,10 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     checkpoint = checkpoint_file(cfg)
     from hydra.utils import instantiate
 
-    from lcip.datasets import LayerSpec
-    from lcip.inference import WindowConfig
-    from lcip.models import load_state_from_checkpoint
-    from lcip.predict import predict_manifest
+    from lcip.data.datasets import LayerSpec
+    from lcip.inference.predict import predict_manifest
+    from lcip.inference.windows import WindowConfig
+    from lcip.training.models import load_state_from_checkpoint
 
     scheme = scheme_of(cfg)
     model = instantiate(cfg.model, classes=scheme.num_classes)

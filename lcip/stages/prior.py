@@ -10,12 +10,12 @@ from omegaconf import DictConfig
 
 from lcip.config import to_dict
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest
+from lcip.io.manifest import Manifest
+from lcip.io.shards import Shard, merge_shards, parse_shard, select_shard
 from lcip.priors.build import results_manifest, write_report
 from lcip.priors.cooccurrence import Cooccurrence, check_scheme
 from lcip.priors.nlcd import check_nlcd_encoding
 from lcip.priors.recipes import RECIPES, PriorRequest, build_prior, needs_cooccurrence
-from lcip.shards import Shard, merge_shards, parse_shard, select_shard
 from lcip.stages.cooccurrence import borrowed_cooccurrence, cooccurrence_source
 from lcip.stages.paths import prior_dir, region_manifest_path, scheme_of
 
@@ -61,7 +61,7 @@ def prior(cfg: DictConfig, force: bool = False) -> Path:
     """Build the configured prior (``prior.recipe``) for every tile of the region.
 
     The cooccurrence matrix is read only for recipes that need one (not ``published``).
-    With ``shard=i/n`` only that shard's tiles are built (see :mod:`lcip.shards`); its report
+    With ``shard=i/n`` only that shard's tiles are built (see :mod:`lcip.io.shards`); its report
     goes to ``<prior dir>/shards/<i>_of_<n>/`` and the last shard to finish merges all of
     them into the prior's ``manifest.csv`` and ``report.json``.
 

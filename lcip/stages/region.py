@@ -22,10 +22,10 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lcip.atomic import write_text
 from lcip.config import to_dict
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest, Tile
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest, Tile
 from lcip.stages.paths import region_manifest_path
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ def folder_manifest(
     Raises:
         ConfigError: one line naming the missing folder, index, column or file.
     """
-    from lcip.provenance import sha256_file
-    from lcip.raster import Grid
+    from lcip.io.provenance import sha256_file
+    from lcip.io.raster import Grid
 
     if not root.is_dir():
         raise ConfigError(f"region.folders.root={root}: no such folder")

@@ -3,7 +3,7 @@
 Reads the run folders matching ``report.runs`` (globs; default every run under
 ``paths.runs``) and writes into ``report.out_dir``: ``report.md``, ``report.csv``,
 ``report_metrics.csv``, ``report.html`` (self-contained) and ``figures/*.png`` (see
-:mod:`lcip.report`).
+:mod:`lcip.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lcip.report import build_report
+from lcip.evaluation.report import build_report
 
 log = logging.getLogger(__name__)
 

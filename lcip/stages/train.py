@@ -11,11 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lcip.atomic import write_text
 from lcip.config import to_dict
 from lcip.errors import ConfigError
-from lcip.manifest import Manifest
-from lcip.provenance import differences
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest
+from lcip.io.provenance import differences
 from lcip.stages.checks import check_training_settings, check_writable
 from lcip.stages.paths import checkpoint_dir, prior_layer, prior_manifest_path, scheme_of
 
@@ -94,10 +94,10 @@ def cpu_has_native_bf16() -> bool:
 def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
     """A ``lightning.Trainer`` from a trainer config node that leaves lcip's samplers alone.
 
-    The crop samplers shard by rank themselves (:mod:`lcip.samplers`); Lightning's automatic
+    The crop samplers shard by rank themselves (:mod:`lcip.data.samplers`); Lightning's automatic
     ``DistributedSampler`` would wrap them and shard each rank's share once more (and rebuild
     the resumable loader), so it is switched off. Every trainer also gets
-    :class:`~lcip.callbacks.ReleaseProcessGroup`, so DDP ranks leave together.
+    :class:`~lcip.training.callbacks.ReleaseProcessGroup`, so DDP ranks leave together.
 
     Args:
         node: trainer config (``_target_: lightning.Trainer``, no :data:`TRAINER_EXTRAS`).
@@ -108,7 +108,7 @@ def build_trainer(node: DictConfig, **kwargs: Any) -> Any:
     """
     from hydra.utils import instantiate
 
-    from lcip.callbacks import ReleaseProcessGroup
+    from lcip.training.callbacks import ReleaseProcessGroup
 
     callbacks = [*kwargs.pop("callbacks", []), ReleaseProcessGroup()]
     return instantiate(node, use_distributed_sampler=False, callbacks=callbacks, **kwargs)
@@ -150,7 +150,7 @@ def check_input_bands(cfg: DictConfig, dm: Any) -> None:
     dataset = dm.train_dataset
     if dataset is None or "in_channels" not in cfg.model:
         return
-    from lcip.raster import open_raster
+    from lcip.io.raster import open_raster
 
     tile = dataset.manifest.tiles[0]
     bands = 0
@@ -201,7 +201,7 @@ def resume_checkpoint(cfg: DictConfig, force: bool) -> Path | None:
 
 
 def collapse_guard(cfg: DictConfig, classes: Sequence[str]) -> Any:
-    """The run's collapse guard (:class:`lcip.collapse_guard.CollapseGuard`), or None.
+    """The run's collapse guard (:class:`lcip.training.collapse_guard.CollapseGuard`), or None.
 
     Its settings are ``train.collapse_guard`` (null: no guard) and ``train.stop_on_collapse``;
     its messages name the run as ``<region>/<run_name>``.
@@ -209,7 +209,7 @@ def collapse_guard(cfg: DictConfig, classes: Sequence[str]) -> Any:
     settings = cfg.train.get("collapse_guard")
     if settings is None:
         return None
-    from lcip.collapse_guard import CollapseGuard
+    from lcip.training.collapse_guard import CollapseGuard
 
     return CollapseGuard(
         f"{cfg.region.name}/{cfg.run_name}",
@@ -238,8 +238,8 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
         path of the last checkpoint (``best.ckpt`` beside it is the best by ``task.monitor``).
 
     Raises:
-        lcip.collapse.CollapseError: when q collapsed and ``train.stop_on_collapse`` is true
-            (the run stops there; its checkpoints are kept).
+        lcip.evaluation.collapse.CollapseError: when q collapsed and
+            ``train.stop_on_collapse`` is true (the run stops there; its checkpoints are kept).
     """
     force = force or bool(cfg.get("force", False))
     check_launch_mode(cfg)
@@ -251,9 +251,9 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.utilities import rank_zero_only
 
-    from lcip.callbacks import AppendingCSVLogger, LastCheckpoint
-    from lcip.datamodules import TileDataModule
-    from lcip.tasks import ImplicitPosteriorTask
+    from lcip.data.datamodules import TileDataModule
+    from lcip.training.callbacks import AppendingCSVLogger, LastCheckpoint
+    from lcip.training.tasks import ImplicitPosteriorTask
 
     scheme = scheme_of(cfg)
     loss_kwargs = {k: v for k, v in to_dict(cfg.loss).items() if k != "name"}
@@ -333,7 +333,7 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
     )
     trainer.fit(task, datamodule=dm, ckpt_path=resume)
     if guard is not None and guard.stopped:
-        from lcip.collapse import CollapseError
+        from lcip.evaluation.collapse import CollapseError
 
         raise CollapseError(guard.stopped)
     last = ckpt_dir / "last.ckpt"

@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from lcip.errors import ConfigError
-from lcip.raster import Grid
+from lcip.io.raster import Grid
 
 __all__ = ["NLCD_BLOCK", "RegionConfig", "RegionLayout", "default_splits", "region_layout"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from lcip import __version__
-from lcip.atomic import write_text
-from lcip.manifest import Manifest, Tile
-from lcip.raster import write_raster
+from lcip.io.atomic import write_text
+from lcip.io.manifest import Manifest, Tile
+from lcip.io.raster import write_raster
 from lcip.synthetic.classes import lc_colormap, nlcd_colormap
 from lcip.synthetic.config import NLCD_BLOCK, RegionConfig
 from lcip.synthetic.region import Stopwatch, SyntheticRegion, stage_rngs, synthesize

@@ -1,0 +1,81 @@
+"""Datasets, datamodules, samplers and batching of tiles for training and prediction."""
+
+from lcip.data.batch_slots import (
+    FREE,
+    HELD,
+    SENT,
+    BatchSlots,
+    Layout,
+    SlotBatch,
+    batch_memory,
+    empty_tensor,
+    shared_memory_free,
+    storage_use_count,
+)
+from lcip.data.datamodules import (
+    ResumableDataLoader,
+    TileDataModule,
+)
+from lcip.data.datasets import (
+    IGNORE_INDEX,
+    LayerSpec,
+    TileWindowDataset,
+    WindowKey,
+    collate_windows,
+    memory_map,
+)
+from lcip.data.samplers import (
+    GridCropSampler,
+    RandomCropSampler,
+    ShardedBatchSampler,
+    distributed_rank,
+    grid_starts,
+    resolve_rank,
+)
+from lcip.data.training_copy import (
+    FREE_FRACTION,
+    FREE_MARGIN,
+    ROWS,
+    CopyPlan,
+    bounded_training_copy,
+    copy_layer,
+    plan_copy,
+    raw_size,
+    training_copy,
+)
+
+__all__ = [
+    "FREE",
+    "FREE_FRACTION",
+    "FREE_MARGIN",
+    "HELD",
+    "IGNORE_INDEX",
+    "ROWS",
+    "SENT",
+    "BatchSlots",
+    "CopyPlan",
+    "GridCropSampler",
+    "LayerSpec",
+    "Layout",
+    "RandomCropSampler",
+    "ResumableDataLoader",
+    "ShardedBatchSampler",
+    "SlotBatch",
+    "TileDataModule",
+    "TileWindowDataset",
+    "WindowKey",
+    "batch_memory",
+    "bounded_training_copy",
+    "collate_windows",
+    "copy_layer",
+    "distributed_rank",
+    "empty_tensor",
+    "grid_starts",
+    "memory_map",
+    "plan_copy",
+    "raw_size",
+    "resolve_rank",
+    "shared_memory_free",
+    "storage_use_count",
+    "training_copy",
+]

@@ -1,0 +1,37 @@
+"""Lightning tasks, models, callbacks and the collapse guard."""
+
+from lcip.training.callbacks import (
+    AppendingCSVLogger,
+    LastCheckpoint,
+)
+from lcip.training.collapse_guard import (
+    CollapseGuard,
+    batch_counts,
+    class_counts,
+)
+from lcip.training.models import (
+    FCN,
+    UNet,
+    load_state_from_checkpoint,
+)
+from lcip.training.tasks import (
+    ImplicitPosteriorTask,
+    SupervisedTask,
+    apply_loss,
+    unshare_metric_states,
+)
+
+__all__ = [
+    "FCN",
+    "AppendingCSVLogger",
+    "CollapseGuard",
+    "ImplicitPosteriorTask",
+    "LastCheckpoint",
+    "SupervisedTask",
+    "UNet",
+    "apply_loss",
+    "batch_counts",
+    "class_counts",
+    "load_state_from_checkpoint",
+    "unshare_metric_states",
+]
