@@ -35,12 +35,10 @@ from shapely.geometry.base import BaseGeometry
 from lcip.acquire.area import osmnx_settings
 from lcip.errors import DownloadError
 from lcip.io.atomic import atomic_path
-from lcip.priors.vectors import _OSM_TAGS
+from lcip.priors.vectors import OSM_TAGS
 
 log = logging.getLogger(__name__)
 
-#: The tags asked for (any one match keeps a feature): the ones the fused prior reads.
-OSM_TAGS: dict[str, bool | str | list[str]] = dict(_OSM_TAGS)
 
 #: Tag columns kept in the written file (what :mod:`lcip.priors.vectors` reads).
 KEPT_COLUMNS: tuple[str, ...] = (

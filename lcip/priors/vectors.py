@@ -102,7 +102,7 @@ WATERWAY_WIDTHS: Mapping[str, float] = {
 OSM_XML_SUFFIXES: tuple[str, ...] = (".osm", ".xml", ".osm.bz2", ".osm.gz", ".xml.bz2", ".xml.gz")
 
 #: Tag filter handed to :func:`osmnx.features_from_xml` (any one match keeps a feature).
-_OSM_TAGS: dict[str, bool | str | list[str]] = {
+OSM_TAGS: dict[str, bool | str | list[str]] = {
     "highway": True,
     "waterway": True,
     "natural": "water",
@@ -263,7 +263,7 @@ def _read_osm_xml(path: Path) -> gpd.GeoDataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return ox.features_from_xml(path, tags=_OSM_TAGS)
+            return ox.features_from_xml(path, tags=OSM_TAGS)
     except InsufficientResponseError:
         return _empty_frame()
     except Exception as exc:

@@ -564,8 +564,7 @@ def _place_fetch(
     from lcip.acquire import area as area_mod
     from lcip.acquire.http import configure_rate_limits
     from lcip.acquire.nlcd import nearest_release, nlcd_source
-    from lcip.acquire.stamp import SETTINGS_FILE, up_to_date
-    from lcip.stages.acquire_place import (
+    from lcip.acquire.place import (
         Options,
         ScenePlan,
         describe,
@@ -573,6 +572,7 @@ def _place_fetch(
         plan_scene,
         resolution_of,
     )
+    from lcip.acquire.stamp import SETTINGS_FILE, up_to_date
     from lcip.stages.paths import region_manifest_path
 
     source, place = to_dict(cfg.region.source), to_dict(cfg.acquire.place)

@@ -19,8 +19,8 @@ import pytest
 import shapely
 
 from lcip.acquire import footprints as fp
+from lcip.acquire.place import Options, _footprints
 from lcip.errors import DataError
-from lcip.stages.acquire_place import Options, _footprints
 from tests.stand_ins import StandIn
 
 OPTS = Options(dry_run=False, timeout=20, retries=3, progress=False, force=False)

@@ -29,11 +29,12 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 
 from lcip.acquire import naip as naip_mod
+from lcip.acquire.place import Options, fetch_naip, find_scenes
 from lcip.acquire.stac import Scene, newest_scenes, search, search_geometry
 from lcip.config import compose_config
 from lcip.io.align import align_raster, grid_for
 from lcip.io.raster import Grid, raster_writer
-from lcip.stages.acquire_place import Options, acquire_place, fetch_naip, find_scenes
+from lcip.stages.acquire_place import acquire_place
 from tests.conftest import REALDATA
 from tests.httpserver import LoopbackServer
 from tests.paths import FIXTURES

@@ -10,9 +10,9 @@ import shapely
 from lcip.acquire.area import bbox_polygon, quarter_quad, select_area, selector, time_range
 from lcip.acquire.footprints import FootprintFile, files_for, quadkey, quadkeys_for
 from lcip.acquire.nlcd import nearest_release, nlcd_grid
+from lcip.acquire.place import assign_splits, public_url, resolution_of
 from lcip.acquire.stac import newest_scenes, quad_box
 from lcip.errors import ConfigError
-from lcip.stages.acquire_place import assign_splits, public_url, resolution_of
 from tests.conftest import make_grid
 
 

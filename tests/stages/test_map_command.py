@@ -26,6 +26,7 @@ import shapely
 from omegaconf import OmegaConf
 from rasterio.windows import from_bounds
 
+from lcip.acquire.place import assign_splits
 from lcip.classes import CHESAPEAKE4
 from lcip.config import compose_config
 from lcip.errors import ConfigError
@@ -33,7 +34,6 @@ from lcip.io.manifest import Manifest
 from lcip.io.provenance import read_provenance
 from lcip.io.raster import Grid
 from lcip.priors.cooccurrence import Cooccurrence
-from lcip.stages.acquire_place import assign_splits
 from lcip.stages.cooccurrence import cooccurrence_source
 from lcip.stages.map import (
     STEPS_FILE,
@@ -354,7 +354,7 @@ def test_plan_names_sizing_and_user_overrides() -> None:
 
 
 def test_one_scene_gets_one_training_tile_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="lcip.stages.acquire_place"):
+    with caplog.at_level(logging.INFO, logger="lcip.acquire.place"):
         assert assign_splits(["m_1"], {"val": 1, "test": 0}) == {"m_1": "train"}
     assert "lcip-map trains and validates on it" in caplog.text
     assert assign_splits(["b", "a"], {"val": 1}) == {"a": "train", "b": "val"}
