@@ -7,6 +7,13 @@ from lcip.evaluation.collapse import (
     CollapseError,
     check_collapse,
 )
+from lcip.evaluation.comparison import (
+    comparison_manifest,
+    mean_abs_difference,
+    mean_abs_differences,
+    prior_comparison_markdown,
+    prior_comparison_rows,
+)
 from lcip.evaluation.evaluate import (
     MAP_KINDS,
     METRICS_NAME,
@@ -106,6 +113,7 @@ __all__ = [
     "class_map",
     "colorize",
     "commands",
+    "comparison_manifest",
     "comparison_rows",
     "confusion_matrix",
     "data_uri",
@@ -119,6 +127,8 @@ __all__ = [
     "load_run",
     "map_output",
     "markdown_table",
+    "mean_abs_difference",
+    "mean_abs_differences",
     "mean_class_recall",
     "mean_iou",
     "metrics_rows",
@@ -127,6 +137,8 @@ __all__ = [
     "paraformer_labels",
     "per_class_cells",
     "per_tile_cells",
+    "prior_comparison_markdown",
+    "prior_comparison_rows",
     "published_for",
     "quicklook_grid",
     "read_class_map",

@@ -59,6 +59,7 @@ from lcip.evaluation.quicklook import save_quicklook
 from lcip.io.atomic import atomic_write, write_text
 from lcip.io.manifest import Manifest
 from lcip.io.raster import Grid, read_on_grid
+from lcip.priors.build import prior_layer
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +416,6 @@ def run_quicklooks(run: Run, out_dir: Path, tiles: int, size: int) -> list[Path]
     manifest = Manifest.read(manifest_path, verify=False)
     image_layer = str(run.setting("region.image_layer", "naip"))
     label_layer = str(run.setting("region.label_layer", "lc"))
-    prior_layer = f"prior_{run.prior}"
     scores = {(r["tile"], r["map"]): r for r in run.metrics if r["protocol"] == PAPER.name}
     names = {map_output(m): m for (_, m) in scores}
     paths = []
@@ -423,7 +423,7 @@ def run_quicklooks(run: Run, out_dir: Path, tiles: int, size: int) -> list[Path]
         grid = quicklook_grid(Grid.of(tile.layer(image_layer)), size)
         panels = []
         for layer, kind, output in (
-            (prior_layer, "prob", "prior"),
+            (prior_layer(run.prior), "prob", "prior"),
             ("q_class", "class", "q"),
             ("r_class", "class", "r"),
         ):

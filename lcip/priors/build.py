@@ -691,3 +691,8 @@ def results_manifest(manifest: Manifest, results: Sequence[TileResult], layer: s
     """The manifest with ``layer`` added, restricted to tiles that have an output."""
     paths = {r.tile_id: Path(r.path) for r in results if r.path is not None}
     return manifest.select(tile_ids=list(paths)).with_layer(layer, paths)
+
+
+def prior_layer(prior_name: str) -> str:
+    """The manifest layer name of a prior (``prior_<name>``)."""
+    return f"prior_{prior_name}"

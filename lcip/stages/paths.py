@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from lcip.classes import ClassScheme, get_scheme
 from lcip.config import to_dict
 from lcip.errors import ConfigError
+from lcip.priors.build import prior_layer
 
 
 def scheme_of(cfg: DictConfig) -> ClassScheme:
@@ -32,11 +33,6 @@ def scheme_of(cfg: DictConfig) -> ClassScheme:
 def region_manifest_path(cfg: DictConfig) -> Path:
     """The region's manifest."""
     return Path(cfg.region.manifest)
-
-
-def prior_layer(prior_name: str) -> str:
-    """Manifest layer name of a prior."""
-    return f"prior_{prior_name}"
 
 
 def prior_dir(cfg: DictConfig) -> Path:
