@@ -27,8 +27,8 @@ from lcip.acquire.area import POINT_BUFFER_M, geocode_cache_name, select_area
 from lcip.acquire.http import user_agent
 from lcip.acquire.osm import OverpassNotFinalError, cache_name, check_answer, fetch_osm
 from lcip.errors import DataError, DownloadError
-from tests.conftest import REALDATA
-from tests.paths import FIXTURES
+from tests.markers import needs_realdata
+from tests.paths import FIXTURES, REALDATA
 from tests.stand_ins import (
     StandIn,
     header_log,
@@ -46,7 +46,7 @@ OSM = REALDATA / "osm" / "West-Oakland.osm.bz2"
 #: A small box in West Oakland (the stand-in moves its real OSM data onto any polygon).
 AREA = shapely.box(-122.2950, 37.8050, -122.2900, 37.8090)
 
-needs_osm = pytest.mark.skipif(not OSM.exists(), reason=f"real sample data not found: {OSM}")
+needs_osm = needs_realdata(OSM)
 
 
 def _answer(path: Path) -> tuple[int, str, bytes]:

@@ -35,14 +35,14 @@ from lcip.config import compose_config
 from lcip.io.align import align_raster, grid_for
 from lcip.io.raster import Grid, raster_writer
 from lcip.stages.acquire_place import acquire_place
-from tests.conftest import REALDATA
 from tests.httpserver import LoopbackServer
-from tests.paths import FIXTURES
+from tests.markers import needs_realdata
+from tests.paths import FIXTURES, REALDATA
 from tests.stand_ins import nominatim, recorded_stac_api, stac_item, strict_stac_api
 
 FIXTURES = FIXTURES / "real" / "stac_naip"
 CROP = REALDATA / "naip_crops" / "m_3211605_ne_11_060_20200415.tif"
-needs_crop = pytest.mark.skipif(not CROP.exists(), reason=f"real NAIP crop not found: {CROP}")
+needs_crop = needs_realdata(CROP)
 #: The area of the recorded search (its ``bbox``).
 BBOX = [-73.21, 43.99, -73.12, 44.05]
 OPTS = Options(dry_run=False, timeout=20, retries=2, progress=False, force=False)

@@ -29,16 +29,14 @@ from lcip.errors import DataError, DownloadError
 from lcip.io.manifest import Manifest
 from lcip.io.raster import Grid, write_raster
 from lcip.stages.acquire import acquire
-from tests.conftest import REALDATA
 from tests.httpserver import LoopbackServer
-from tests.paths import ROOT
+from tests.markers import needs_realdata
+from tests.paths import REALDATA, ROOT
 from tests.stand_ins import StandIn, nominatim, overpass, stac_api, stac_item
 
 CROP = REALDATA / "naip_crops" / "m_4208701_ne_16_060_20200902.tif"
 OSM = REALDATA / "osm" / "West-Oakland.osm.bz2"
-pytestmark = pytest.mark.skipif(
-    not (CROP.exists() and OSM.exists()), reason=f"real sample data not found under {REALDATA}"
-)
+pytestmark = needs_realdata(CROP, OSM)
 NE = "wi_m_4208701_ne_16_060_20200902"
 NE_OLD = "wi_m_4208701_ne_16_060_20200601"
 NW = "wi_m_4208701_nw_16_060_20200902"

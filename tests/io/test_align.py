@@ -14,13 +14,12 @@ from lcip.errors import ConfigError
 from lcip.io.align import align_raster, grid_for, snapped_grid, utm_crs
 from lcip.io.provenance import PROVENANCE_TAG, read_provenance
 from lcip.io.raster import Grid
-from tests.conftest import REALDATA
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 NAIP = sorted((REALDATA / "naip_crops").glob("*.tif"))
 ALBERS = REALDATA / "chesapeake_lc_albers" / "Baywide_13Class_20132014_E1300000_N1770000.tif"
-needs_realdata = pytest.mark.skipif(
-    not NAIP or not ALBERS.exists(), reason=f"real sample data not found under {REALDATA}"
-)
+needs_naip_and_albers = needs_realdata(REALDATA / "naip_crops", ALBERS)
 
 
 def test_snapped_grid_covers_the_footprint_on_whole_metres() -> None:
@@ -56,7 +55,7 @@ def _box_average(img: npt.NDArray[np.float64], src: Grid, dst: Grid) -> npt.NDAr
     return np.einsum("ij,bjk,lk->bil", wy, img, wx) / total
 
 
-@needs_realdata
+@needs_naip_and_albers
 @pytest.mark.parametrize("path", NAIP, ids=lambda p: p.stem)
 def test_naip_resampled_to_1m_keeps_its_georeferencing(path: Path, tmp_path: Path) -> None:
     src = Grid.of(path)
@@ -91,7 +90,7 @@ def test_naip_resampled_to_1m_keeps_its_georeferencing(path: Path, tmp_path: Pat
     assert err[(0, 0)] < 3.0  # grey levels; half a metre off gives about 6
 
 
-@needs_realdata
+@needs_naip_and_albers
 def test_albers_labels_reprojected_to_utm_keep_codes_nodata_and_areas(tmp_path: Path) -> None:
     src = Grid.of(ALBERS)
     utm = utm_crs(src.crs, src.bounds)

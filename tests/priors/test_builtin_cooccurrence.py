@@ -39,7 +39,8 @@ from lcip.priors.builtin import (
 from lcip.priors.cooccurrence import Cooccurrence, LSRStatistics, count_cooccurrence
 from lcip.stages.cooccurrence import cooccurrence as cooccurrence_stage
 from lcip.stages.prior import prior as prior_stage
-from tests.conftest import REALDATA
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 NAMES = {"chesapeake4", "pittsburgh", "durham", "austin", "phoenix"}
 CITIES = ("pittsburgh", "durham", "austin", "phoenix")
@@ -135,7 +136,7 @@ def test_chesapeake_table_carries_the_published_fractions_and_lsr_statistics() -
     np.testing.assert_allclose(lsr.rho2[:, 0], 0.25)
 
 
-@pytest.mark.skipif(not EA_REAL.is_dir(), reason=f"real data not found under {EA_REAL}")
+@needs_realdata(EA_REAL)
 @pytest.mark.parametrize("name", CITIES)
 def test_city_tables_are_the_papers_matrices(name: str) -> None:
     """The same file upstream (sha256), and its rows collapsed by hand into both schemes."""
@@ -157,7 +158,7 @@ def test_city_tables_are_the_papers_matrices(name: str) -> None:
     assert ENVIROATLAS_ROWS[5] == 52  # shrub: merged into tree, as the scheme's prior_map does
 
 
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real data not found under {WV}")
+@needs_realdata(WV)
 def test_the_wv_patches_add_nothing_to_the_chesapeake_table() -> None:
     """Why lcip ships no table counted on the real WV patches: one rural tile sees 8 of the 16
     NLCD classes (no water, no dense development), all of which the published table has, and on

@@ -21,7 +21,8 @@ from lcip.priors.cooccurrence import (
     count_pairs,
     normalize_counts,
 )
-from tests.conftest import REALDATA
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 UTM = CRS.from_epsg(32618)
 # NLCD 30 m grid origin, deliberately not on the 1 m tile grid's 30 m multiples.
@@ -205,7 +206,7 @@ def _real_matrices() -> list[Path]:
     return sorted(folder.glob("avg_nlcd_*.npy")) if folder.is_dir() else []
 
 
-@pytest.mark.skipif(not _real_matrices(), reason=f"real data not found under {REALDATA}")
+@needs_realdata(REALDATA / "enviroatlas_cooccurrence")
 @pytest.mark.parametrize("which", ["pa", "az"])
 def test_enviroatlas_shaped_counts(tmp_path, which):
     """Labels sampled per pixel from a real P(EnviroAtlas label | NLCD) give it back."""
@@ -248,7 +249,7 @@ def test_enviroatlas_shaped_counts(tmp_path, which):
 WV = REALDATA / "chesapeake_wv_patches"
 
 
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real data not found under {WV}")
+@needs_realdata(WV)
 def test_real_chesapeake_patches():
     """Real 1 m NLCD + Chesapeake labels (WV): every labelled pixel counted, plausible matrix."""
     import csv

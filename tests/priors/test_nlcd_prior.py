@@ -18,6 +18,7 @@ from lcip.errors import DataError
 from lcip.io.raster import Grid, write_raster
 from lcip.priors.cooccurrence import Cooccurrence
 from lcip.priors.nlcd import NLCDPriorParams, nlcd_prior, prior_from_index, read_nlcd_index
+from tests.markers import needs_realdata
 from tests.paths import REALDATA
 
 UTM = CRS.from_epsg(32618)
@@ -221,7 +222,7 @@ def test_tile_outside_nlcd_is_all_invalid(region, caplog):
 WV = REALDATA / "chesapeake_wv_patches"
 
 
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real data not found under {WV}")
+@needs_realdata(WV)
 def test_real_patch_prior():
     """A real 1 m NLCD patch (EPSG:26917): valid everywhere, sums to 1, follows the NLCD."""
     folder = WV / "train" / "m_3708020_sw_17_1_p0"

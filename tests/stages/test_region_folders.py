@@ -15,7 +15,9 @@ from lcip.io.provenance import sha256_file
 from lcip.io.raster import write_raster
 from lcip.io.verify import RECORD, fallback_record, verify_files
 from lcip.stages.region import region
-from tests.conftest import REALDATA, make_grid
+from tests.conftest import make_grid
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 WV = REALDATA / "chesapeake_wv_patches"
 
@@ -102,7 +104,7 @@ def test_read_only_folder_is_verified_once_through_the_user_cache(
         verify_files([(f, digest, "test")])
 
 
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real sample data not found under {WV}")
+@needs_realdata(WV)
 def test_real_wv_patches_region(tmp_path: Path) -> None:
     cfg = compose_config(
         ["region=chesapeake_wv_patches", f"paths.root={tmp_path}", f"region.folders.root={WV}"]
