@@ -40,12 +40,12 @@ from lcip.epitome.core import (
     downsample_image,
     em,
     embed,
-    epitome_window,
     extract_patches,
     position_validity,
     sample_patches,
 )
 from lcip.epitome.reference import direct_em, direct_embedding
+from lcip.epitome.timing import random_mosaic, time_window
 from lcip.stages.demo import machine_description
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -63,10 +63,7 @@ def mosaic() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], str]:
         image = np.concatenate([a for a, _ in rows], 1).astype(np.float32) / np.float32(255)
         nlcd = nlcd_to_index(np.vstack([b for _, b in rows])).astype(np.int64)
         return image, nlcd, f"{WV} (16 real 256 px patches)"
-    rng = np.random.default_rng(0)
-    codes = rng.choice([21, 41, 81, 82], size=(32, 32))
-    nlcd = nlcd_to_index(np.kron(codes, np.ones((32, 32), np.uint8))).astype(np.int64)
-    image = rng.random((4, 1024, 1024), dtype=np.float32)
+    image, nlcd = random_mosaic(1024, seed=0)
     return image, nlcd, "seeded random imagery (no real data found)"
 
 
@@ -127,35 +124,6 @@ def compare_with_loop(
         "max_diff": float(np.nanmax(np.abs(torch.nan_to_num(fast).numpy() - slow))),
         "loop_s_per_pair": loop / pairs,
     }
-
-
-def time_window(
-    image: npt.NDArray[np.float32],
-    nlcd: npt.NDArray[np.int64],
-    size: int,
-    params: EpitomeParams,
-    device: str,
-) -> tuple[float, int, int]:
-    """Seconds of :func:`epitome_window` on a size x size window; patches and positions."""
-    window = torch.from_numpy(image[:, :size, :size]).to(device)
-    valid = torch.ones(size, size, dtype=torch.bool, device=device)
-    classes = torch.from_numpy(nlcd[:size, :size]).to(device)
-    matrix = torch.full((4, 17), 0.25, device=device)
-    matrix[:, 1:] = torch.rand(4, 16, generator=torch.Generator().manual_seed(2)).to(device)
-    matrix /= matrix.sum(0)
-    small = (slice(None), slice(0, 64), slice(0, 64))
-    epitome_window(  # warm-up (first calls of the kernels)
-        window[small], valid[small[1:]], classes[small[1:]], matrix, params, torch.Generator()
-    )
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    epitome_window(window, valid, classes, matrix, params, torch.Generator().manual_seed(0))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    side = size // params.downsample - params.patch_size + 1
-    return seconds, params.patches_for(size, size), side * side
 
 
 def machine(device: str) -> str:

@@ -42,8 +42,6 @@ import torch
 from affine import Affine
 from rasterio.crs import CRS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from lcip.classes import CHESAPEAKE4
 from lcip.config import compose_config, to_dict
 from lcip.data.datamodules import TileDataModule
@@ -51,7 +49,7 @@ from lcip.data.datasets import LayerSpec
 from lcip.inference.windows import WindowConfig
 from lcip.io.manifest import Manifest, Tile
 from lcip.io.raster import Grid, write_raster
-from lcip.losses.core import build_loss
+from lcip.losses import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs, write_prior
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.stages.demo import machine_description
@@ -144,7 +142,6 @@ def training_steps(
     dm = TileDataModule(
         manifest,
         CHESAPEAKE4,
-        prior_layer="prior",
         train_splits=sorted({t.split for t in manifest}),
         val_splits=[],
         crop_size=sizes.crop,
@@ -170,7 +167,7 @@ def training_steps(
     def step(batch: dict[str, torch.Tensor]) -> None:
         with bf16:
             logits = model(batch["image"])
-        loss = loss_fn(logits.float(), batch["prior"], batch["mask"])
+        loss = loss_fn(logits.float(), batch["prior"], batch["valid"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -261,12 +258,11 @@ def prediction(
 
 
 def epitome(sizes: Sizes, device: torch.device) -> dict[str, float]:
-    """Seconds of one self-epitomic LSR window (``scripts/bench_epitome.py``'s timing)."""
-    from bench_epitome import mosaic, time_window
-
+    """Seconds of one self-epitomic LSR window on seeded imagery (as ``bench_epitome.py``)."""
     from lcip.epitome.core import EpitomeParams
+    from lcip.epitome.timing import random_mosaic, time_window
 
-    image, nlcd, _ = mosaic()
+    image, nlcd = random_mosaic(1024, seed=0)
     seconds, _, _ = time_window(image, nlcd, sizes.epitome_window, EpitomeParams(), str(device))
     return {"seconds": seconds}
 

@@ -33,6 +33,7 @@ from lcip.epitome.reference import (
     direct_embedding,
     direct_log_posterior,
 )
+from lcip.epitome.timing import random_mosaic, time_window
 
 __all__ = [
     "OUTPUT_LAYERS",
@@ -59,9 +60,11 @@ __all__ = [
     "log_posterior",
     "params_from",
     "position_validity",
+    "random_mosaic",
     "sample_patches",
     "spread",
     "tile_windows",
+    "time_window",
     "upsample",
     "window_seed",
 ]
