@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 DRY_RUN ?=
-.PHONY: help setup data map demo test test-slow lint format bench gpu-check priors report experiment acceptance clean
+.PHONY: help setup data map demo test test-slow lint format docs bench gpu-check priors report experiment acceptance clean
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,10 @@ lint: $(STAMP)  ## Lint and type-check only
 format: $(STAMP)  ## Auto-format and fix lint
 	$(VENV)/bin/ruff format lcip tests scripts
 	$(VENV)/bin/ruff check --fix lcip tests scripts
+
+docs: $(STAMP)  ## Build the API reference (Sphinx autodoc; warnings are errors) into docs/_build/html
+	$(VENV)/bin/sphinx-build -b html -W --keep-going -E -q docs docs/_build/html $(ARGS)
+	@echo "API reference: docs/_build/html/index.html"
 
 priors: $(STAMP)  ## Build priors: make priors REGION=demo PRIOR=nlcd JOBS=2
 	$(VENV)/bin/lcip-prior region=$(REGION) prior=$(or $(PRIOR),nlcd) jobs=$(JOBS) $(ARGS)
