@@ -44,7 +44,7 @@ from lcip.data.batch_slots import batch_memory
 from lcip.data.datamodules import TileDataModule
 from lcip.data.datasets import TileWindowDataset
 from lcip.io.manifest import Manifest
-from lcip.losses.core import build_loss
+from lcip.losses import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.synthetic import RegionConfig, generate_region
@@ -78,7 +78,6 @@ def lcip_loader(
     dm = TileDataModule(
         manifest,
         CHESAPEAKE4,
-        prior_layer="prior",
         train_splits=sorted({t.split for t in manifest}),
         crop_size=crop,
         batch_size=batch,
@@ -228,7 +227,7 @@ def step_times(
         image = batch["image"].contiguous(memory_format=fmt)
         with torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             logits = model(image)
-        loss = loss_fn(logits.float(), batch["prior"], batch["mask"])
+        loss = loss_fn(logits.float(), batch["prior"], batch["valid"])
         opt.zero_grad()
         loss.backward()
         opt.step()

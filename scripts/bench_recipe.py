@@ -40,7 +40,7 @@ SETTINGS = [
 ]
 RECIPES = {
     "lcip defaults": [],
-    "paper (lr 1e-4, plateau, best)": ["experiment=paper_recipe", "task.lr=1e-4"],
+    "paper (lr 1e-4, plateau, best)": ["experiment=paper_recipe", "optimizer.lr=1e-4"],
 }
 
 

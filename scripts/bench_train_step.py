@@ -22,7 +22,7 @@ import torch
 from lcip.classes import CHESAPEAKE4
 from lcip.data.datamodules import TileDataModule
 from lcip.io.manifest import Manifest
-from lcip.losses.core import build_loss
+from lcip.losses import build_loss
 from lcip.priors.build import NLCDPriorJob, results_manifest, run_tile_jobs
 from lcip.priors.cooccurrence import count_cooccurrence
 from lcip.synthetic import RegionConfig, generate_region
@@ -53,7 +53,6 @@ def main() -> None:
         dm = TileDataModule(
             manifest,
             CHESAPEAKE4,
-            prior_layer="prior",
             train_splits=["train", "val", "test"],
             crop_size=args.crop,
             batch_size=args.batch,
@@ -72,7 +71,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 batch = next(it)
                 t1 = time.perf_counter()
-                out = loss(model(batch["image"]), batch["prior"], batch["mask"])
+                out = loss(model(batch["image"]), batch["prior"], batch["valid"])
                 opt.zero_grad()
                 out.backward()
                 opt.step()

@@ -90,8 +90,8 @@ def default_recipe(filters: int) -> dict[str, Any]:
     return {
         "model": to_dict(cfg.model),
         "loss": to_dict(cfg.loss),
-        "lr": float(cfg.task.lr),
-        "weight_decay": float(cfg.task.get("weight_decay", 0.0)),
+        "lr": float(cfg.optimizer.lr),
+        "weight_decay": float(cfg.optimizer.get("weight_decay", 0.0)),
         "predict": to_dict(cfg.predict),
         "data": to_dict(cfg.data),
     }

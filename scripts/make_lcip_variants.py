@@ -1,7 +1,7 @@
 """Write ``lcip/conf/experiment/<name>_lcip.yaml``: each paper experiment with lcip's recipe.
 
 The paper experiments pin the paper's training recipe (``paper_recipe.yaml``: its FCN without
-batch norm, plateau schedule, early stopping, the best checkpoint by val/loss). Each one that
+batch norm, plateau scheduler, early stopping, the best checkpoint by val/loss). Each one that
 trains or predicts with a network gets a variant that runs it with lcip's recipe instead
 (``lcip_recipe.yaml``: lcip's defaults), same region, prior, loss, data and sizes, in its own
 run folder (``<run_name>_lcip``), claiming the same published rows, so ``lcip-report`` shows
@@ -74,9 +74,10 @@ def variant_text(name: str) -> str:
     ]
     init = _lcip_checkpoint(raw["task"].get("init_from"))
     if init:
-        lr = float(raw["task"]["lr"])
-        lines += ["task:", f"  lr: {lr:.1e}   # the paper's fine-tuning rate from a warm start"]
-        lines.append(f"  init_from: {init}")
+        lr = float(raw["optimizer"]["lr"])
+        rate = f"  lr: {lr:.1e}   # the paper's fine-tuning rate from a warm start"
+        lines += ["optimizer:", rate]
+        lines += ["task:", f"  init_from: {init}"]
     checkpoint = _lcip_checkpoint(raw["predict"].get("checkpoint"))
     if checkpoint:
         lines += ["predict:", f"  checkpoint: {checkpoint}"]

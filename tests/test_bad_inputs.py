@@ -181,7 +181,7 @@ def test_training_warns_about_a_tile_of_nodata_imagery(
 ) -> None:
     empty = fake_region.tile("t1").layer("naip")
     write_raster(empty, np.zeros((4, 96, 96), np.uint8), Grid.of(empty))  # black: no data
-    dm = TileDataModule(fake_region, prior_layer="prior", crop_size=32, batch_size=4)
+    dm = TileDataModule(fake_region, crop_size=32, batch_size=4)
     with caplog.at_level(logging.WARNING, logger="lcip.io.nodata"):
         dm.setup("fit")
     lines = [r.getMessage() for r in caplog.records if r.name == "lcip.io.nodata"]

@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 from lcip.config import CONFIG_DIR, compose_config
 from lcip.errors import ConfigError
-from lcip.losses.core import build_loss
+from lcip.losses import build_loss
 from lcip.stages.paths import scheme_of
+from lcip.stages.schema import SCHEMAS, validate
 from lcip.training.models import FCN, UNet
 
 GROUPS = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
@@ -32,6 +33,8 @@ def _compose(*overrides: str):  # type: ignore[no-untyped-def]
 def test_every_config_composes_and_instantiates(group: str, option: str, tmp_path: Path) -> None:
     cfg = _compose(f"{group}={option}", f"paths.root={tmp_path}")
     OmegaConf.resolve(cfg)  # every interpolation resolves
+    for schema_group in SCHEMAS:  # and every value passes its group's checks
+        validate(cfg, schema_group)
     scheme = scheme_of(cfg)
     model = instantiate(cfg.model, classes=scheme.num_classes)
     assert isinstance(model, FCN | UNet) and model.classes == scheme.num_classes

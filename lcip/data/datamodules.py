@@ -107,10 +107,12 @@ class TileDataModule(L.LightningDataModule):
     Args:
         manifest: manifest file (or a loaded :class:`Manifest`).
         scheme: class scheme name or config.
-        image_layer: imagery layer name.
-        prior_layer: prior layer name (the weak supervision).
-        label_layer: label layer (used for validation metrics only; never for QR/RQ training).
-        extra_layers: extra input layers stacked onto the imagery.
+        layers: the layers read (:class:`~lcip.data.datasets.LayerSpec`; default: ``naip``
+            imagery, ``prior``, ``lc`` labels): imagery, the prior (the weak supervision),
+            labels (validation metrics only, except for the high-res supervised loss), extra
+            input layers stacked onto the imagery, and the NLCD layer whose per-pixel classes
+            and 30 m block ids batches carry (``nlcd``, ``block``) for label super-resolution
+            (``loss=lsr``), with its encoding.
         train_splits: splits whose tiles are sampled for training.
         val_splits: splits used for validation (must have labels).
         crop_size: training crop size (px).
@@ -124,9 +126,6 @@ class TileDataModule(L.LightningDataModule):
         zero_is_nodata: all-zero imagery pixels are nodata when the imagery declares none.
         channels_last: hand the model its images in ``channels_last`` memory format (after
             the transfer to the device; the training stage converts the model's weights).
-        nlcd_layer: NLCD layer whose per-pixel classes and 30 m block ids batches carry
-            (``nlcd``, ``block``) for label super-resolution (``loss=lsr``); None: not read.
-        nlcd_encoding: how that layer stores NLCD (``codes`` or ``index``).
         training_copy: folder for training-layout copies of the training tiles' layers
             (uncompressed, memory-mapped; see :mod:`lcip.data.training_copy`), made on first use,
             checked against their sources and read instead of the originals; None reads the
@@ -153,10 +152,7 @@ class TileDataModule(L.LightningDataModule):
         self,
         manifest: str | Path | Manifest,
         scheme: str | Mapping[str, Any] | ClassScheme = "chesapeake4",
-        image_layer: str = "naip",
-        prior_layer: str | None = "prior",
-        label_layer: str | None = "lc",
-        extra_layers: Sequence[str] = (),
+        layers: LayerSpec | None = None,
         train_splits: Sequence[str] = ("train",),
         val_splits: Sequence[str] = ("val",),
         crop_size: int = 128,
@@ -169,17 +165,13 @@ class TileDataModule(L.LightningDataModule):
         cache: bool = False,
         zero_is_nodata: bool = True,
         channels_last: bool = False,
-        nlcd_layer: str | None = None,
-        nlcd_encoding: str = "codes",
         training_copy: str | Path | None = None,
         training_copy_max_gb: float | None = None,
     ) -> None:
         super().__init__()
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.read(manifest)
         self.scheme = get_scheme(scheme)
-        self.train_layers = LayerSpec(
-            image_layer, prior_layer, label_layer, tuple(extra_layers), nlcd_layer, nlcd_encoding
-        )
+        self.layers = layers if layers is not None else LayerSpec()
         self.train_splits = list(train_splits)
         self.val_splits = list(val_splits)
         self.crop_size = crop_size
@@ -203,9 +195,7 @@ class TileDataModule(L.LightningDataModule):
         """Open the datasets of the requested stage."""
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = self._dataset(self.train_splits, self.training_copy)
-            warn_empty_imagery(
-                self.train_dataset.manifest, self.train_layers.image, self.zero_is_nodata
-            )
+            warn_empty_imagery(self.train_dataset.manifest, self.layers.image, self.zero_is_nodata)
         if stage in (None, "fit", "validate") and self.val_dataset is None and self.val_splits:
             if len(self.manifest.select(self.val_splits)):
                 self.val_dataset = self._dataset(self.val_splits)
@@ -215,13 +205,13 @@ class TileDataModule(L.LightningDataModule):
         if copy is not None:
             from lcip.data.training_copy import bounded_training_copy
 
-            spec = self.train_layers
+            spec = self.layers
             names = [n for n in (spec.image, spec.prior, spec.label, *spec.extra, spec.nlcd) if n]
             manifest.check_files(names)
             manifest = bounded_training_copy(manifest, names, copy, self.training_copy_max_gb)
         return TileWindowDataset(
             manifest,
-            self.train_layers,
+            self.layers,
             self.scheme,
             self.image_scale,
             self.cache,

@@ -4,6 +4,23 @@ Samples are addressed by pixel window, ``(tile index, row, col)``, not by geogra
 every layer of a tile shares the tile's grid (checked when the dataset is opened), so a
 window is a plain windowed read from each layer's file. File handles are opened lazily once
 per worker process and kept open.
+
+The keys of a sample (a batch holds the same, stacked along a leading batch axis; what the
+losses, tasks, collapse guard and prediction read):
+
+* ``image``: float32, bands x h x w: the imagery (scaled) with any extra layers stacked on as
+  further bands; zeros where invalid.
+* ``tile``: int64 scalar, the tile's index in the dataset's manifest.
+* ``valid``: bool, h x w: the pixels that take part in losses, denominators and metrics
+  (True = valid; see :class:`TileWindowDataset`). Unlike TorchGeo's ``mask``, which is a
+  label, this is lcip's nodata mask, hence its own name.
+* ``prior`` (when :attr:`LayerSpec.prior` is set): float32, C x h x w, the prior
+  probabilities; zeros where invalid.
+* ``label`` (when :attr:`LayerSpec.label` is set): int64, h x w, class indices of the class
+  scheme, :data:`~lcip.classes.IGNORE_INDEX` where unlabelled.
+* ``nlcd`` and ``block`` (when :attr:`LayerSpec.nlcd` is set): int64, h x w, NLCD class
+  indices (0..16, 0 = nodata) and the ids of the 30 m NLCD blocks within the window (see
+  :meth:`TileWindowDataset.nlcd_blocks`), for label super-resolution.
 """
 
 from __future__ import annotations
@@ -33,7 +50,7 @@ WindowKey = tuple[int, int, int, int, int]
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """Which manifest layers a dataset reads.
+    """Which manifest layers a dataset (or :class:`~lcip.data.datamodules.TileDataModule`) reads.
 
     Args:
         image: imagery layer (uint8 NAIP, scaled to [0, 1]).
@@ -53,16 +70,17 @@ class LayerSpec:
     nlcd: str | None = None
     nlcd_encoding: str = "codes"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", tuple(self.extra))  # a list given stays hashable
+
 
 class TileWindowDataset(Dataset[dict[str, Tensor]]):
     """Windows of fixed size from the tiles of a manifest.
 
-    Each sample is a dict with ``image`` (float32, bands x h x w, zeros where invalid),
-    ``tile`` (int64 scalar: the tile's index in the manifest), and when configured ``prior``
-    (float32, C x h x w, zeros where invalid), ``mask`` (bool, h x w) and ``label`` (int64,
-    h x w, :data:`IGNORE_INDEX` where unlabelled).
+    Each sample is a dict of the keys listed in :mod:`lcip.data.datasets` (``image``,
+    ``tile``, ``valid``, and as the layers say ``prior``, ``label``, ``nlcd`` and ``block``).
 
-    A pixel is valid (``mask``) when it lies inside the tile, its imagery holds data (see
+    A pixel is valid (``valid``) when it lies inside the tile, its imagery holds data (see
     :func:`lcip.io.raster.valid_imagery`: not NaN, not the raster's nodata value, and not all-zero
     when the raster declares no nodata and ``zero_is_nodata``), its extra layers are finite
     and, when a prior is read, its prior is finite. Invalid pixels take no part in losses,
@@ -259,7 +277,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             layout["prior"] = (torch.float32, (count, self.scheme.num_classes, height, width))
         if spec.label:
             layout["label"] = (torch.int64, plane)
-        layout["mask"] = (torch.bool, plane)
+        layout["valid"] = (torch.bool, plane)
         if spec.nlcd:
             layout["nlcd"] = (torch.int64, plane)
             layout["block"] = (torch.int64, plane)
@@ -283,7 +301,7 @@ class TileWindowDataset(Dataset[dict[str, Tensor]]):
             )
         spec = self.layers
         bands = self._band_count(spec.image)
-        image, valid = out["image"][:n], out["mask"][:n]
+        image, valid = out["image"][:n], out["valid"][:n]
         windows = [Window(c, r, w, h) for _, r, c, _, _ in keys]
         self._read_windows_into(keys, windows, spec.image, image[:, :bands], fill=np.nan)
         out["tile"][:n] = [k[0] for k in keys]

@@ -9,7 +9,7 @@ config seed and the epoch) and keeps every ``world_size``-th crop starting at it
 ranks' crops of an epoch are disjoint, together they are exactly what one process drawing
 ``world_size`` times as many crops would use, and each rank's batches still mix many tiles.
 Lightning must not wrap these samplers in its own ``DistributedSampler``: the training stage
-builds its trainer with ``use_distributed_sampler=False`` (see :mod:`lcip.stages.train`).
+builds its trainer with ``use_distributed_sampler=False`` (see :mod:`lcip.training.trainer`).
 """
 
 from __future__ import annotations
@@ -196,10 +196,10 @@ class ShardedBatchSampler(Sampler[list[WindowKey]]):
     batch is one that a single process would see, so per-batch values (a loss with its batch's
     denominator) are the single-process ones and sums over the ranks are the single-process
     sums. A rank left one batch short gets a *padding batch* instead: one crop lying wholly
-    past the bottom-right corner of tile 0, whose pixels are all invalid (no mask, ignored
-    labels), so it adds nothing to any sum. Every rank thus runs the same number of steps, which
-    DDP needs: it broadcasts module buffers (batch-norm statistics, a running denominator) in
-    every forward, also in validation during ``fit``.
+    past the bottom-right corner of tile 0, whose pixels are all invalid (``valid`` all
+    False, ignored labels), so it adds nothing to any sum. Every rank thus runs the same number
+    of steps, which DDP needs: it broadcasts module buffers (batch-norm statistics, a running
+    denominator) in every forward, also in validation during ``fit``.
 
     Args:
         grid: the crops.

@@ -12,7 +12,7 @@ prior says so too) is not a collapse.
 of the last ``every_n_steps`` steps) and after every validation epoch, says so in one log line
 naming the run, the step and the classes, records ``train/collapsed``, ``val/collapsed``
 (0/1) and the dominant class's share (``train/q_top_share``, ``val/q_top_share``) in the run's
-``logs/metrics.csv``, and can stop the run (``train.stop_on_collapse``). ``lcip-evaluate``
+``logs/metrics.csv``, and can stop the run (``callbacks.collapse_guard.stop``). ``lcip-evaluate``
 flags collapsed maps with the same check (:func:`check_collapse` on the maps' class counts).
 """
 
@@ -36,7 +36,7 @@ PRIOR_SHARE = 0.80
 
 
 class CollapseError(LcipError):
-    """A run stopped because q collapsed to one class (``train.stop_on_collapse=true``)."""
+    """A run stopped because q collapsed to one class (``callbacks.collapse_guard.stop=true``)."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from lcip.inference.windows import WindowConfig, sliding_window_log_probs
 from lcip.io.manifest import Manifest
 from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.io.raster import Grid, raster_writer, streaming_env
-from lcip.losses.core import implied_posterior, log_prior
+from lcip.losses import implied_posterior, log_prior
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from lcip.data.batch_slots import SlotBatch
 from lcip.data.datasets import TileWindowDataset, WindowKey, collate_windows
 from lcip.errors import ConfigError
 from lcip.io.raster import BLOCK_SIZE, Grid
-from lcip.losses.core import log_probs
+from lcip.losses import log_probs
 
 #: What a network sees beyond a tile's edges (:attr:`WindowConfig.edge`).
 EDGES = ("reflect", "zeros")
@@ -202,7 +202,7 @@ def sliding_window_log_probs(
     tile_id = dataset.manifest.tiles[tile_index].tile_id
     done = 0
     for batch in tqdm(loader, desc=tile_id, leave=False):
-        masks = batch["mask"]
+        valids = batch["valid"]
         with torch.inference_mode():
             image = batch["image"].to(device, non_blocking=True)
             del batch  # the inputs are not kept while the outputs are consumed
@@ -210,10 +210,10 @@ def sliding_window_log_probs(
             del image
         chunk = windows[done : done + len(log_qs)]
         done += len(log_qs)
-        for (rw, ww), mask, log_q in zip(chunk, masks, log_qs, strict=True):
+        for (rw, ww), valid, log_q in zip(chunk, valids, log_qs, strict=True):
             r0, c0 = int(ww.row_off - rw.row_off), int(ww.col_off - rw.col_off)
             rows, cols = slice(r0, r0 + int(ww.height)), slice(c0, c0 + int(ww.width))
-            yield ww, log_q[:, rows, cols], mask[rows, cols]
+            yield ww, log_q[:, rows, cols], valid[rows, cols]
 
 
 class _Windows(Dataset[dict[str, torch.Tensor]]):

@@ -3,7 +3,7 @@
 NLCD is 30 m data. Read onto a 1 m tile grid (from a 30 m raster, or stored on the tile grid
 as the Chesapeake release does) it is piecewise constant on 30 x 30 px blocks whose corner
 is anywhere relative to the tile's corner. Label super-resolution
-(:class:`lcip.losses.core.LSRLoss`) and its statistics (:mod:`lcip.priors.cooccurrence`) need those
+(:class:`lcip.losses.LSRLoss`) and its statistics (:mod:`lcip.priors.cooccurrence`) need those
 blocks.
 
 The block size is ``30 m / pixel size`` (NLCD's resolution is fixed). The offset ("phase")

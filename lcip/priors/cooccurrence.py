@@ -20,7 +20,7 @@ columns = NLCD codes, the matrix; human-readable and authoritative), ``cooccurre
 (metadata: tiles, pixel counts, class scheme, date, lcip version) and ``cooccurrence.png``
 (a labelled heat map), and ``lsr_statistics.json``.
 
-Label super-resolution statistics (:class:`LSRStatistics`, for :class:`lcip.losses.core.LSRLoss`)
+Label super-resolution statistics (:class:`LSRStatistics`, for :class:`lcip.losses.LSRLoss`)
 are counted in the same pass over the same tiles: the 30 m NLCD blocks of each tile
 (:class:`lcip.priors.blocks.BlockLayout`) are split by NLCD class into *units*; a unit with at
 least ``min_fraction`` of a whole block's pixels labelled contributes its target class

@@ -39,7 +39,8 @@ from lcip.io.atomic import atomic_write
 from lcip.io.manifest import Manifest
 from lcip.io.provenance import PROVENANCE_TAG, is_up_to_date, provenance
 from lcip.priors.build import TileResult, write_prior
-from lcip.training.tasks import SupervisedTask
+from lcip.training.tasks import SupervisedTask, adamw
+from lcip.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,16 @@ def build_network(model: Mapping[str, Any], num_classes: int, seed: int = 0) -> 
     Returns:
         the untrained network.
     """
-    from hydra.utils import instantiate
+    from lcip.config import instantiate
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net: nn.Module = instantiate(dict(model), in_channels=num_classes + 4, classes=num_classes)
+        net: nn.Module = instantiate(
+            {"learned_prior": {"model": dict(model)}},
+            "learned_prior.model",
+            in_channels=num_classes + 4,
+            classes=num_classes,
+        )
     return net
 
 
@@ -218,10 +224,7 @@ def train_learned_prior(
     dm = TileDataModule(
         tiles,
         scheme,
-        image_layer=input_layers[0],
-        prior_layer=None,
-        label_layer=label_layer,
-        extra_layers=[input_layers[1]],
+        LayerSpec(image=input_layers[0], prior=None, label=label_layer, extra=(input_layers[1],)),
         train_splits=sorted({t.split for t in tiles}),
         val_splits=[],
         crop_size=crop_size,
@@ -232,16 +235,20 @@ def train_learned_prior(
         cache=cache,
     )
     target = torch.device(device)
-    trainer = L.Trainer(
-        accelerator="cpu" if target.type == "cpu" else target.type,
-        devices=1 if target.index is None else [target.index],
-        max_epochs=1,
+    trainer = build_trainer(  # as lcip-train builds its trainer (lcip.training.trainer)
+        {
+            "_target_": "lightning.Trainer",
+            "accelerator": "cpu" if target.type == "cpu" else target.type,
+            "devices": 1 if target.index is None else [target.index],
+            "max_epochs": 1,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+        },
         logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
     )
-    trainer.fit(SupervisedTask(model, scheme.num_classes, lr=lr), datamodule=dm)
+    task = SupervisedTask(model, scheme.num_classes, optimizer=adamw(lr=lr))
+    trainer.fit(task, datamodule=dm)
     return model.eval()
 
 

@@ -1,5 +1,9 @@
 """Up-front checks of settings a user can get wrong, each failing in one line naming the key.
 
+The ``data``, ``train`` and ``predict`` groups are checked from their schemas
+(:func:`lcip.stages.schema.validate`); the checks here cover the other groups' settings and
+what spans groups (the accelerator, writable folders, the loss name, the validation splits).
+
 Stages call these before any work starts and before anything in an output folder is touched,
 so a rejected run leaves the previous one intact.
 """
@@ -15,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lcip.errors import ConfigError
+from lcip.stages.schema import validate
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -81,29 +86,34 @@ def check_writable(key: str, folder: str | Path) -> None:
 
 
 def check_loss_name(cfg: DictConfig) -> None:
-    """``loss.name`` must name a loss of :data:`lcip.losses.core.LOSSES` (imports torch)."""
-    from lcip.losses.core import LOSSES
+    """``loss.name`` must name a loss of :data:`lcip.losses.LOSSES` (imports torch)."""
+    from lcip.losses import LOSSES
 
     name = _get(cfg, "loss.name")
     if not isinstance(name, str) or name not in LOSSES:
         raise ConfigError(f"loss.name={name}: unknown loss {name!r}; choose one of {list(LOSSES)}")
 
 
+def check_predict_settings(cfg: DictConfig) -> None:
+    """The ``predict`` group's values (:class:`lcip.stages.schema.PredictConfig`)."""
+    validate(cfg, "predict")
+
+
 def check_training_settings(cfg: DictConfig) -> None:
     """Every training setting a user can get wrong, checked before any work starts."""
     check_loss_name(cfg)
-    check_number(cfg, "task.lr", 0)
-    check_number(cfg, "task.weight_decay", 0, strict=False)
-    check_number(cfg, "task.lr_factor", 0)
-    check_integer(cfg, "task.lr_patience", 0)
+    # any other optimizer or scheduler setting is tried by the task (lcip.training.tasks.BaseTask)
+    if _get(cfg, "optimizer.lr") is not None:
+        check_number(cfg, "optimizer.lr", 0)
+    if _get(cfg, "optimizer.weight_decay") is not None:
+        check_number(cfg, "optimizer.weight_decay", 0, strict=False)
     if _get(cfg, "task.warmup_steps") is not None:
         check_integer(cfg, "task.warmup_steps", 0)
-    for key in ("data.batch_size", "data.crop_size", "data.steps_per_epoch", "data.val_crop_size"):
-        check_integer(cfg, key, 1)
-    check_integer(cfg, "data.num_workers", 0)
+    validate(cfg, "data")  # types and ranges of the groups with a schema (lcip.stages.schema)
+    validate(cfg, "train")
     check_number(cfg, "loss.smoothing", 0, strict=False)
-    check_choice(cfg, "train.resume", ("auto", "never"))
-    check_integer(cfg, "train.checkpoint_every_n_steps", 0)
+    if _get(cfg, "callbacks.last_checkpoint") is not None:
+        check_integer(cfg, "callbacks.last_checkpoint.every_n_steps", 0)
     max_epochs = _get(cfg, "trainer.max_epochs")
     if max_epochs is not None and max_epochs != -1:
         check_integer(cfg, "trainer.max_epochs", 1)
@@ -122,6 +132,7 @@ __all__ = [
     "check_integer",
     "check_loss_name",
     "check_number",
+    "check_predict_settings",
     "check_training_settings",
     "check_writable",
     "cuda_available",

@@ -46,10 +46,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lcip.config import compose_config, to_dict
+from lcip.config import compose_config, instantiate, to_dict
 from lcip.errors import ConfigError, DataError
 from lcip.io.atomic import write_text
 from lcip.io.manifest import Manifest
+from lcip.stages.checks import check_loss_name, check_predict_settings
 
 log = logging.getLogger(__name__)
 
@@ -444,9 +445,7 @@ def model_macs_per_pixel(cfg: DictConfig, classes: int) -> float:
     Exact for the FCN's convolutions (no striding); an upper bound for networks that
     downsample.
     """
-    from hydra.utils import instantiate
-
-    model = instantiate(cfg.model, classes=classes)
+    model = instantiate(cfg, "model", classes=classes)
     return float(sum(p.numel() for p in model.parameters() if p.dim() > 1))
 
 
@@ -737,6 +736,8 @@ def map_area(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()
     force = force or bool(cfg.get("force", False))
     given = list(overrides)
     plan = make_plan(cfg, given)
+    check_loss_name(cfg)  # before any download: a typo in loss.name fails here, not at training
+    check_predict_settings(cfg)
     if bool(cfg.map.get("dry_run", False)) or bool(cfg.acquire.get("dry_run", False)):
         dry_run(cfg, plan, given)
         return None

@@ -7,10 +7,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lcip.config import instantiate
 from lcip.errors import ConfigError
 from lcip.io.manifest import Manifest
 from lcip.io.shards import merge_shards, parse_shard, select_shard
-from lcip.stages.checks import check_device, check_integer, cuda_available
+from lcip.stages.checks import check_device, check_predict_settings, cuda_available
 from lcip.stages.paths import (
     checkpoint_file,
     predictions_manifest_path,
@@ -95,21 +96,17 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     force = force or bool(cfg.get("force", False))
     shard = parse_shard(cfg.get("shard"))
     p = cfg.predict
-    for key in ("predict.window", "predict.batch_size"):
-        check_integer(cfg, key, 1)
-    check_integer(cfg, "predict.num_workers", 0)
+    check_predict_settings(cfg)
     device = prediction_device(cfg)
     manifest = selected_tiles(Manifest.read(prior_manifest_path(cfg)), list(p.splits))
     checkpoint = checkpoint_file(cfg)
-    from hydra.utils import instantiate
-
     from lcip.data.datasets import LayerSpec
     from lcip.inference.predict import predict_manifest
     from lcip.inference.windows import WindowConfig
     from lcip.training.models import load_state_from_checkpoint
 
     scheme = scheme_of(cfg)
-    model = instantiate(cfg.model, classes=scheme.num_classes)
+    model = instantiate(cfg, "model", classes=scheme.num_classes)
     load_state_from_checkpoint(model, str(checkpoint))
     out_dir = Path(p.out_dir)
     result = predict_manifest(

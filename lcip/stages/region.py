@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from lcip.config import to_dict
+from lcip.config import instantiate, to_dict
 from lcip.errors import ConfigError
 from lcip.io.atomic import write_text
 from lcip.io.manifest import Manifest, Tile
@@ -130,7 +129,7 @@ def region(cfg: DictConfig, force: bool = False) -> Path:
             return path
         from lcip.synthetic import generate_region
 
-        out = generate_region(instantiate(synthetic), path.parent)
+        out = generate_region(instantiate(cfg, "region.synthetic"), path.parent)
         write_text(path.parent / STAMP_FILE, json.dumps(settings))
         return out
     if folders is not None:

@@ -14,22 +14,26 @@ from lcip.training.models import (
     UNet,
     load_state_from_checkpoint,
 )
+from lcip.training.schedulers import CosineDecay
 from lcip.training.tasks import (
+    BaseTask,
     ImplicitPosteriorTask,
     SupervisedTask,
-    apply_loss,
+    adamw,
     unshare_metric_states,
 )
 
 __all__ = [
     "FCN",
     "AppendingCSVLogger",
+    "BaseTask",
     "CollapseGuard",
+    "CosineDecay",
     "ImplicitPosteriorTask",
     "LastCheckpoint",
     "SupervisedTask",
     "UNet",
-    "apply_loss",
+    "adamw",
     "batch_counts",
     "class_counts",
     "load_state_from_checkpoint",

@@ -39,7 +39,7 @@ def batch_counts(logits: Tensor, batch: dict[str, Tensor]) -> Tensor | None:
     """
     num_classes = int(logits.shape[1])
     with torch.no_grad():
-        valid = batch["mask"]
+        valid = batch["valid"]
         if "prior" in batch:
             reference = batch["prior"].argmax(1)
         elif "label" in batch:
@@ -137,7 +137,7 @@ class CollapseGuard(Callback):
             self.fired.append(line)
             log.warning(line)
             if self.stop and self.stopped is None:
-                self.stopped = f"{line}; run stopped (train.stop_on_collapse=true)"
+                self.stopped = f"{line}; run stopped (callbacks.collapse_guard.stop=true)"
                 trainer.should_stop = True
         elif self._collapsed[stage] and not found.collapsed:
             log.info(

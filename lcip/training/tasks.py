@@ -3,30 +3,121 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lcip.classes import IGNORE_INDEX
 from lcip.errors import ConfigError
-from lcip.losses.core import build_loss, implied_posterior, log_prior, log_probs
+from lcip.losses import apply_loss, build_loss, implied_posterior, log_prior, log_probs
 from lcip.training.collapse_guard import batch_counts
 from lcip.training.models import load_state_from_checkpoint
+from lcip.training.schedulers import CosineDecay
 
 #: Losses that can fall into degenerate solutions from scratch; they get a CE warm-up by default.
 _NEEDS_WARMUP = {"qr", "rq", "qr_free_energy"}
 
 #: Default number of soft-naive CE steps before QR/RQ when training from scratch.
 DEFAULT_WARMUP_STEPS = 300
-#: ``task.schedule`` choices.
-SCHEDULES = ("plateau", "cosine")
+
+#: Builds the optimizer from the parameters: a ``_partial_`` optimizer (``configs/optimizer``).
+OptimizerFactory = Callable[[Iterable[Tensor]], Optimizer]
+#: Builds the learning-rate scheduler from the optimizer: a ``_partial_`` scheduler
+#: (``configs/scheduler``).
+SchedulerFactory = Callable[[Optimizer], Any]
 
 
-class ImplicitPosteriorTask(L.LightningModule):
+def adamw(lr: float = 1e-3, weight_decay: float = 1e-2) -> OptimizerFactory:
+    """AdamW as an optimizer factory (the defaults are ``configs/optimizer/adamw.yaml``'s)."""
+    return partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay)
+
+
+class BaseTask(L.LightningModule):
+    """What every lcip task shares: a network, its optimizer and its learning-rate scheduler.
+
+    The optimizer and the scheduler come as factories (Hydra ``_partial_`` targets, as in
+    lightning-hydra-template): ``optimizer(parameters)`` and ``scheduler(optimizer)``. Both are
+    tried on a probe parameter when the task is made, so a bad setting fails before training.
+    :meth:`configure_optimizers` steps a ``ReduceLROnPlateau`` on ``monitor`` once an epoch,
+    any other scheduler at its own ``interval`` attribute (``"step"`` for
+    :class:`~lcip.training.schedulers.CosineDecay`; ``"epoch"`` when it has none), and gives a
+    scheduler with a ``run_length`` attribute left None the run's length, read lazily.
+
+    Args:
+        model: the network (logits, B x C x H x W).
+        optimizer: optimizer factory; None: :func:`adamw` with its defaults.
+        scheduler: scheduler factory; None: a constant learning rate.
+        monitor: the metric a ``ReduceLROnPlateau`` scheduler watches.
+
+    Raises:
+        ConfigError: one line naming ``optimizer`` or ``scheduler`` when it cannot be built.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        monitor: str = "val/loss",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer if optimizer is not None else adamw()
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self._try_optimization()
+
+    def _try_optimization(self) -> None:
+        """Build the optimizer and the scheduler once on a probe parameter."""
+        try:
+            probe = self.optimizer_factory([nn.Parameter(torch.zeros(1))])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"optimizer: {_describe(self.optimizer_factory)}: {exc}") from None
+        if self.scheduler_factory is None:
+            return
+        try:
+            self.scheduler_factory(probe)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"scheduler: {_describe(self.scheduler_factory)}: {exc}") from None
+
+    def _run_length(self) -> int:
+        """The run's optimizer steps (Lightning's estimate; builds the training loader)."""
+        return int(self.trainer.estimated_stepping_batches)
+
+    def configure_optimizers(self) -> Any:
+        """The optimizer over the network's parameters, and its scheduler if one is set."""
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        if hasattr(scheduler, "run_length") and scheduler.run_length is None:
+            scheduler.run_length = self._run_length
+        settings: dict[str, Any] = {"scheduler": scheduler}
+        if isinstance(scheduler, ReduceLROnPlateau):
+            settings.update(monitor=self.monitor, strict=False)
+        else:
+            settings["interval"] = getattr(scheduler, "interval", "epoch")
+        return {"optimizer": optimizer, "lr_scheduler": settings}
+
+
+def _describe(factory: Callable[..., Any]) -> str:
+    """A factory as a call: ``AdamW(lr=-1, weight_decay=0.01)``."""
+    if isinstance(factory, partial):
+        name = getattr(factory.func, "__name__", repr(factory.func))
+        shown = ", ".join(f"{k}={v!r}" for k, v in factory.keywords.items())
+        return f"{name}({shown})"
+    return getattr(factory, "__name__", repr(factory))
+
+
+class ImplicitPosteriorTask(BaseTask):
     """Train ``q(l|x)`` so that it agrees with the implied posterior ``r ∝ p q / sum_j q_j``.
 
     Logs ``train/loss``, and on validation ``val/loss`` plus accuracy and mIoU of both outputs:
@@ -52,24 +143,22 @@ class ImplicitPosteriorTask(L.LightningModule):
     Args:
         model: the network (logits, B x C x H x W).
         num_classes: number of target classes.
-        loss: loss name (see :data:`lcip.losses.core.LOSSES`): the implicit-posterior losses, the
+        loss: loss name (see :data:`lcip.losses.LOSSES`): the implicit-posterior losses, the
             baselines on the prior, ``lsr`` (label super-resolution; batches must carry
             ``nlcd`` and ``block``) and ``hr`` (high-res supervised: cross-entropy on the
             batch's 1 m labels, which are then used for training, not only for metrics).
         loss_kwargs: extra loss arguments (``smoothing``, ``denominator``, ...).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        lr_patience: ReduceLROnPlateau patience (epochs without improvement of the monitor).
-        lr_factor: ReduceLROnPlateau factor.
+        optimizer: optimizer factory (see :class:`BaseTask`); None: :func:`adamw`.
+        scheduler: scheduler factory; lcip's default is
+            :class:`~lcip.training.schedulers.CosineDecay` (decay to 0 over the run's steps, so
+            the run ends on a settled model; that matters because no monitor can pick one: QR's
+            loss on its own training tiles is lowest at a collapsed q, see
+            :mod:`lcip.evaluation.collapse`); the paper's is ``ReduceLROnPlateau`` on
+            ``monitor`` (``configs/scheduler/plateau.yaml``); None: a constant rate.
         warmup_steps: soft-naive CE steps on the prior before the chosen loss. None means
             :data:`DEFAULT_WARMUP_STEPS` for QR/RQ trained from scratch and 0 otherwise.
         init_from: checkpoint to warm-start the model from.
-        monitor: metric for the LR scheduler under ``plateau`` (``val/loss`` needs no labels).
-        schedule: ``cosine`` (lcip's default: cosine decay to 0 over the run's steps, so the
-            run ends on a settled model; that matters because no monitor can pick one: QR's
-            loss on its own training tiles is lowest at a collapsed q, see
-            :mod:`lcip.evaluation.collapse`) or ``plateau`` (ReduceLROnPlateau on ``monitor``, the
-            paper's).
+        monitor: the metric of ``ReduceLROnPlateau`` (``val/loss`` needs no labels).
     """
 
     def __init__(
@@ -78,20 +167,15 @@ class ImplicitPosteriorTask(L.LightningModule):
         num_classes: int,
         loss: str = "qr",
         loss_kwargs: dict[str, Any] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        lr_patience: int = 3,
-        lr_factor: float = 0.5,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = CosineDecay,
         warmup_steps: int | None = None,
         init_from: str | None = None,
         monitor: str = "val/loss",
-        schedule: str = "cosine",
     ) -> None:
-        super().__init__()
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"task.schedule={schedule}: use one of {SCHEDULES}")
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
+        super().__init__(model, optimizer, scheduler, monitor)
+        # the factories are not hyperparameters: checkpoints stay loadable with weights_only
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.loss_kwargs = dict(loss_kwargs or {})
         if self.loss_kwargs.get("denominator") == "running":
             self.loss_kwargs.setdefault("num_classes", num_classes)
@@ -164,7 +248,7 @@ class ImplicitPosteriorTask(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Loss and q accuracy/mIoU on a batch; accumulates per-tile sums of q for r."""
         logits = self(batch["image"])
-        mask = batch["mask"]
+        mask = batch["valid"]
         loss = apply_loss(self.criterion, logits, batch).detach()
         self._count_classes("val", logits, batch)
         bs = batch["image"].shape[0]
@@ -227,71 +311,6 @@ class ImplicitPosteriorTask(L.LightningModule):
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         return (sums / counts.clamp_min(1)).clamp_min(1e-30).log()
 
-    def _cosine_factor(self, step: int) -> float:
-        """The cosine schedule's factor at ``step``, decaying to 0 over the run's steps.
-
-        A closed form of the step (no recursion on the previous rate), and the run's length
-        read only once training runs: asking Lightning for it inside
-        :meth:`configure_optimizers` builds the training loader before a resumed run restores
-        its position, and the resumed run then drew other crops than an uninterrupted one.
-        """
-        if step == 0:  # the scheduler's first call, made in configure_optimizers
-            return 1.0
-        if getattr(self, "_total_steps", None) is None:
-            self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        return _cosine(step, self._total_steps)
-
-    def configure_optimizers(self) -> Any:
-        """AdamW with ReduceLROnPlateau on the monitored metric, or a per-step cosine decay."""
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.hparams["lr"],
-            weight_decay=self.hparams["weight_decay"],
-        )
-        if self.hparams.get("schedule", "plateau") == "cosine":
-            cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, self._cosine_factor)
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": cosine, "interval": "step"},
-            }
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=self.hparams["lr_factor"],
-            patience=self.hparams["lr_patience"],
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "monitor": self.hparams["monitor"],
-                "strict": False,
-            },
-        }
-
-
-def _cosine(step: int, total: int) -> float:
-    """The cosine decay's factor of the base learning rate at ``step`` of ``total`` (1 -> 0)."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def apply_loss(criterion: nn.Module, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
-    """Call a loss with what it compares the network to (its ``target`` attribute).
-
-    ``"prior"`` (the default): ``(logits, prior, mask)``; ``"label"`` (high-res supervised):
-    ``(logits, label, mask)``; ``"blocks"`` (label super-resolution): ``(logits, prior, mask,
-    nlcd, block)``.
-    """
-    kind = getattr(criterion, "target", "prior")
-    if kind == "label":
-        loss: Tensor = criterion(logits, batch["label"], batch["mask"])
-    elif kind == "blocks":
-        prior = batch.get("prior")
-        loss = criterion(logits, prior, batch["mask"], batch["nlcd"], batch["block"])
-    else:
-        loss = criterion(logits, batch["prior"], batch["mask"])
-    return loss
-
 
 def unshare_metric_states(module: nn.Module) -> None:
     """Give every torchmetrics state of ``module`` fresh memory of this process's own.
@@ -313,26 +332,29 @@ def unshare_metric_states(module: nn.Module) -> None:
 def _target(batch: dict[str, Tensor]) -> Tensor:
     """The batch's labels with invalid pixels set to the ignore index."""
     target = batch["label"].clone()
-    target[~batch["mask"]] = IGNORE_INDEX
+    target[~batch["valid"]] = IGNORE_INDEX
     return target
 
 
-class SupervisedTask(L.LightningModule):
+class SupervisedTask(BaseTask):
     """Cross-entropy on high-resolution labels (ignore index), e.g. for the learned prior's network.
 
     Args:
         model: the network (logits).
         num_classes: number of classes.
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        optimizer: optimizer factory (see :class:`BaseTask`); None: :func:`adamw`.
+        scheduler: scheduler factory; None: a constant learning rate.
     """
 
     def __init__(
-        self, model: nn.Module, num_classes: int, lr: float = 1e-3, weight_decay: float = 1e-2
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
+        super().__init__(model, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
 
     def setup(self, stage: str) -> None:
@@ -357,10 +379,14 @@ class SupervisedTask(L.LightningModule):
         self.log("train/acc", self.train_acc, prog_bar=True, batch_size=bs)
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW."""
-        return torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.hparams["lr"],
-            weight_decay=self.hparams["weight_decay"],
-        )
+
+__all__ = [
+    "DEFAULT_WARMUP_STEPS",
+    "BaseTask",
+    "ImplicitPosteriorTask",
+    "OptimizerFactory",
+    "SchedulerFactory",
+    "SupervisedTask",
+    "adamw",
+    "unshare_metric_states",
+]

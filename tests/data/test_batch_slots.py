@@ -12,11 +12,12 @@ from lcip.data.datamodules import TileDataModule
 from lcip.data.datasets import LayerSpec, TileWindowDataset, collate_windows
 from lcip.io.manifest import Manifest
 from lcip.io.raster import Grid, read_on_grid, write_raster
+from tests.markers import needs_cuda
 
 LAYOUT = {
     "image": (torch.float32, (4, 3, 8, 8)),
     "tile": (torch.int64, (4,)),
-    "mask": (torch.bool, (4, 8, 8)),
+    "valid": (torch.bool, (4, 8, 8)),
 }
 
 
@@ -31,13 +32,13 @@ def test_a_slot_is_freed_only_when_no_tensor_uses_it() -> None:
     writer["tile"][:] = torch.tensor([7, 8, 9])
     del writer
     batch = SlotBatch(slots.key, first, 3).resolve()
-    assert batch["image"].shape == (3, 3, 8, 8) and batch["mask"].dtype == torch.bool
+    assert batch["image"].shape == (3, 3, 8, 8) and batch["valid"].dtype == torch.bool
     assert float(batch["image"].sum()) == 1.5 * 3 * 3 * 64 and batch["tile"].tolist() == [7, 8, 9]
     slots.release_unused()
     assert slots.state.tolist() == [HELD, SENT]  # sent slots are never freed by the receiver
     # anything that keeps the memory alive keeps the slot held: a view, a NumPy array
     part = batch["image"][:, :1]
-    array = batch["mask"].numpy()
+    array = batch["valid"].numpy()
     del batch
     slots.release_unused()
     assert slots.state[first] == HELD
@@ -76,7 +77,7 @@ def test_a_batch_read_whole_equals_its_samples(fake_region: Manifest) -> None:
             torch.testing.assert_close(batch[key], expected[key], rtol=0, atol=0)
     nodata_rows = ds.read_windows(mixed)
     assert isinstance(nodata_rows, dict)
-    assert not nodata_rows["mask"][2, 10:20].any() and nodata_rows["mask"][2, :10, 3:].all()
+    assert not nodata_rows["valid"][2, 10:20].any() and nodata_rows["valid"][2, :10, 3:].all()
     with pytest.raises(ValueError, match="windows of different sizes"):
         ds.read_windows([(0, 0, 0, 32, 32), (0, 0, 0, 16, 16)])
 
@@ -133,7 +134,7 @@ def test_a_plain_loader_with_default_collation_still_gets_samples(fake_region: M
         torch.testing.assert_close(batch[key], stacked[key], rtol=0, atol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (pinned memory)")
+@needs_cuda
 def test_pinned_batches_come_from_the_pin_thread_and_free_their_slot(
     fake_region: Manifest,
 ) -> None:

@@ -27,9 +27,9 @@ def test_window_matches_files(fake_region: Manifest) -> None:
     prior = read_on_grid(tile.layer("prior"), grid)[:, 4:36, 10:50]
     valid = np.isfinite(prior).all(0)
     assert not valid[:4].any() and valid[4:].all()  # tile 1 has 8 nodata rows
-    np.testing.assert_array_equal(s["mask"].numpy(), valid)
-    assert torch.all(s["prior"][:, ~s["mask"]] == 0)
-    np.testing.assert_allclose(s["prior"][:, s["mask"]].sum(0).numpy(), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(s["valid"].numpy(), valid)
+    assert torch.all(s["prior"][:, ~s["valid"]] == 0)
+    np.testing.assert_allclose(s["prior"][:, s["valid"]].sum(0).numpy(), 1.0, atol=1e-5)
     lc = read_on_grid(tile.layer("lc"), grid, bands=1)[4:36, 10:50]
     np.testing.assert_array_equal(s["label"].numpy(), CHESAPEAKE4.map_labels(lc))
     assert (s["label"][:4] == IGNORE_INDEX).all()
@@ -95,9 +95,7 @@ def test_random_sampler_resumes_mid_epoch() -> None:
 
 
 def test_train_loader_state_round_trip(fake_region: Manifest) -> None:
-    dm = TileDataModule(
-        fake_region, prior_layer="prior", crop_size=32, batch_size=4, steps_per_epoch=5
-    )
+    dm = TileDataModule(fake_region, crop_size=32, batch_size=4, steps_per_epoch=5)
     dm.setup("fit")
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(1)
@@ -116,7 +114,7 @@ def test_train_loader_state_round_trip(fake_region: Manifest) -> None:
 
 
 def test_crop_larger_than_tile_is_a_config_error(fake_region: Manifest) -> None:
-    dm = TileDataModule(fake_region, prior_layer="prior", crop_size=128)
+    dm = TileDataModule(fake_region, crop_size=128)
     dm.setup("fit")
     with pytest.raises(
         ConfigError, match=r"data.crop_size=128: larger than training tile\(s\) \['t0', 't1'\]"
@@ -131,20 +129,19 @@ def test_black_imagery_is_invalid(fake_region: Manifest) -> None:
     naip[:, :10] = 0
     write_raster(tile.layer("naip"), naip, grid)
     s = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4)[(0, 0, 0, 32, 32)]
-    assert not s["mask"][:10].any() and s["mask"][10:].all() and int(s["tile"]) == 0
+    assert not s["valid"][:10].any() and s["valid"][10:].all() and int(s["tile"]) == 0
     kept = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4, zero_is_nodata=False)
-    assert kept[(0, 0, 0, 32, 32)]["mask"].all()
+    assert kept[(0, 0, 0, 32, 32)]["valid"].all()
     naip[:, :10] = 7  # a declared nodata value is honoured whatever zero_is_nodata says
     write_raster(tile.layer("naip"), naip, grid, nodata=7)
     kept = TileWindowDataset(fake_region, LAYERS, CHESAPEAKE4, zero_is_nodata=False)
-    assert not kept[(0, 0, 0, 32, 32)]["mask"][:10].any()
+    assert not kept[(0, 0, 0, 32, 32)]["valid"][:10].any()
 
 
 def test_datamodule_batches(fake_region: Manifest) -> None:
     dm = TileDataModule(
         fake_region,
         "chesapeake4",
-        prior_layer="prior",
         crop_size=32,
         batch_size=8,
         steps_per_epoch=3,
@@ -152,9 +149,24 @@ def test_datamodule_batches(fake_region: Manifest) -> None:
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 3 and batches[0]["image"].shape == (8, 4, 32, 32)
-    assert batches[0]["prior"].shape == (8, 4, 32, 32) and batches[0]["mask"].dtype == torch.bool
+    assert batches[0]["prior"].shape == (8, 4, 32, 32) and batches[0]["valid"].dtype == torch.bool
     val = list(dm.val_dataloader())  # type: ignore[arg-type]
     assert sum(b["image"].shape[0] for b in val) == 1 and val[0]["image"].shape[-1] == 96
+
+
+def test_datamodule_reads_the_layers_of_its_layer_spec(fake_region: Manifest) -> None:
+    layers = LayerSpec(prior=None, label=None, extra=["prior"])  # type: ignore[arg-type]
+    assert layers.extra == ("prior",) and hash(layers)  # a list given becomes a tuple
+    dm = TileDataModule(fake_region, layers=layers, crop_size=32, batch_size=2, steps_per_epoch=1)
+    dm.setup("fit")
+    assert dm.train_dataset is not None and dm.train_dataset.layers is layers
+    (batch,) = list(dm.train_dataloader())
+    assert set(batch) == {"image", "tile", "valid"}  # no prior, no labels
+    assert batch["image"].shape == (2, 8, 32, 32)  # imagery + the prior's bands as inputs
+    valid = batch["valid"]
+    assert valid.any()
+    bands = batch["image"].permute(1, 0, 2, 3)[:, valid]
+    assert torch.allclose(bands[4:].sum(0), torch.ones(()), atol=1e-5)  # the prior, stacked on
 
 
 def test_cached_reads_equal_windowed_reads(fake_region: Manifest) -> None:
@@ -166,7 +178,7 @@ def test_cached_reads_equal_windowed_reads(fake_region: Manifest) -> None:
             torch.testing.assert_close(a[k], b[k])
     # boundless past the edge: NaN imagery -> invalid, zero-filled
     edge = cached[(0, 80, 80, 32, 32)]
-    assert not edge["mask"][16:, :].any() and edge["mask"][:16, :16].all()
+    assert not edge["valid"][16:, :].any() and edge["valid"][:16, :16].all()
 
 
 def test_reads_equal_gdal_boundless_reads_and_training_copies_are_memory_mapped(

@@ -1,7 +1,7 @@
 """Crop sampling under DDP: each rank draws its own share of every epoch's crops.
 
 The two-process test runs Lightning's ``ddp_spawn`` strategy on CPU (gloo) with the trainer
-lcip builds (:func:`lcip.stages.train.build_trainer`), so it also checks that Lightning's
+lcip builds (:func:`lcip.training.trainer.build_trainer`), so it also checks that Lightning's
 automatic ``DistributedSampler`` does not wrap (and re-shard) lcip's sampler.
 """
 
@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from lcip.data.datamodules import ResumableDataLoader, TileDataModule
 from lcip.data.samplers import GridCropSampler, RandomCropSampler, ShardedBatchSampler
 from lcip.io.manifest import Manifest
-from lcip.stages.train import build_trainer
 from lcip.training.callbacks import ReleaseProcessGroup
+from lcip.training.trainer import build_trainer
 
 SHAPES = [(96, 96), (96, 200), (150, 96), (64, 64)]
 
@@ -99,9 +99,7 @@ def test_two_gloo_processes_draw_disjoint_shares_every_epoch(
 ) -> None:
     out = tmp_path / "ranks"
     out.mkdir()
-    dm = TileDataModule(
-        fake_region, prior_layer="prior", crop_size=32, batch_size=4, steps_per_epoch=3, seed=11
-    )
+    dm = TileDataModule(fake_region, crop_size=32, batch_size=4, steps_per_epoch=3, seed=11)
     node = OmegaConf.create(
         {
             "_target_": "lightning.Trainer",
@@ -153,13 +151,13 @@ def test_validation_batches_shard_in_whole_batches_with_equal_counts() -> None:
 
 
 def test_a_padding_batch_holds_no_valid_pixel(fake_region: Manifest) -> None:
-    dm = TileDataModule(fake_region, prior_layer="prior", batch_size=2, val_crop_size=32)
+    dm = TileDataModule(fake_region, batch_size=2, val_crop_size=32)
     dm.setup("fit")
     assert dm.val_dataset is not None
     (pad,) = ShardedBatchSampler(GridCropSampler([(96, 96)], 32), 9, rank=1, world_size=2)
     batch = dm.val_dataset.read_windows(pad)
     assert isinstance(batch, dict) and batch["image"].shape == (1, 4, 32, 32)
-    assert not batch["mask"].any()
+    assert not batch["valid"].any()
 
 
 class _ValRecorder(L.Callback):
@@ -234,9 +232,7 @@ def test_two_gloo_processes_validate_their_shares_and_report_the_single_process_
         )
 
     def datamodule() -> TileDataModule:
-        return TileDataModule(
-            fake_region, prior_layer="prior", crop_size=32, batch_size=2, val_crop_size=32
-        )
+        return TileDataModule(fake_region, crop_size=32, batch_size=2, val_crop_size=32)
 
     def record(fn: str, rank: int) -> dict[str, Any]:
         return dict(json.loads((tmp_path / f"val_{fn}_rank{rank}.json").read_text()))

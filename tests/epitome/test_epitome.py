@@ -48,6 +48,7 @@ from lcip.stages.prior import prior
 from lcip.stages.region import region
 from tests.conftest import make_grid
 from tests.inference.test_predict import check_cog, stamps
+from tests.markers import needs_cuda
 
 F64 = torch.float64
 
@@ -331,7 +332,7 @@ def test_window_nodata_is_nodata_in_the_maps() -> None:
     assert torch.isfinite(prob[:, ok]).all() and torch.allclose(prob[:, ok].sum(0), torch.ones(1))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_cuda
 def test_cuda_equals_cpu() -> None:
     gen_image = torch.Generator().manual_seed(0)
     image = torch.rand(4, 64, 64, generator=gen_image)

@@ -153,7 +153,7 @@ def _overrides(name: str, root: Path) -> list[str]:
         "data.num_workers=0",
         "data.cache=true",
         "task.warmup_steps=1",
-        "train.checkpoint_every_n_steps=0",
+        "callbacks.last_checkpoint.every_n_steps=0",
     ]
 
 
@@ -198,11 +198,11 @@ def test_every_published_row_has_an_experiment_and_the_readme_lists_it() -> None
 
 
 def test_experiment_commands() -> None:
-    assert commands("chesapeake_nypa_qr", ["task.lr=1e-3"])[2] == [
+    assert commands("chesapeake_nypa_qr", ["optimizer.lr=1e-3"])[2] == [
         "lcip-train",
         "-m",
         "experiment=chesapeake_nypa_qr",
-        "task.lr=1e-3",
+        "optimizer.lr=1e-3",
     ]
     assert [c[0] for c in commands("enviroatlas_austin_tx_hr", [])] == [
         "lcip-predict",
@@ -212,7 +212,7 @@ def test_experiment_commands() -> None:
     nypa = compose_config(["experiment=chesapeake_nypa_qr"])
     ny = compose_config(["experiment=chesapeake_ny_qr"])
     assert nypa.run_dir == ny.run_dir and nypa.paper.pooled == ["chesapeake_ny", "chesapeake_pa"]
-    sweep = compose_config(["experiment=lr_sweep", "task.lr=0.001"])
+    sweep = compose_config(["experiment=lr_sweep", "optimizer.lr=0.001"])
     assert sweep.run_name == "qr_lr0.001"
 
 
@@ -233,7 +233,10 @@ def test_paper_settings_and_clear_errors(root: Path) -> None:
 
     qr = compose_config(["experiment=enviroatlas_durham_nc_qr_fused_pittsburgh"])
     rq = compose_config(["experiment=enviroatlas_durham_nc_rq_fused_pittsburgh"])
-    assert (qr.task.lr, rq.task.lr) == (1e-5, 1e-3)  # the paper's rates from the Pittsburgh init
+    assert (qr.optimizer.lr, rq.optimizer.lr) == (
+        1e-5,
+        1e-3,
+    )  # the paper's rates from the Pittsburgh init
     assert qr.task.init_from.endswith("enviroatlas_pittsburgh_pa/hr/checkpoints/best.ckpt")
     ny = compose_config(["experiment=chesapeake_ny_qr"])
     assert list(ny.data.train_splits) == list(ny.region.eval_splits)  # transductive
@@ -264,11 +267,11 @@ def test_hr_aux_predicts_with_its_extra_bands(root: Path) -> None:
 #: The training recipe: what paper_recipe.yaml / lcip_recipe.yaml set.
 RECIPE = (
     "model.batch_norm",
-    "task.lr",
-    "task.schedule",
+    "optimizer",
+    "scheduler",
     "task.monitor",
     "task.warmup_steps",
-    "train.early_stopping",
+    "callbacks",
     "predict.checkpoint",
 )
 
@@ -276,26 +279,43 @@ RECIPE = (
 def _recipe(cfg: object) -> dict[str, object]:
     from omegaconf import OmegaConf
 
-    return {k: OmegaConf.select(cfg, k) for k in RECIPE}  # type: ignore[arg-type]
+    return {
+        k: OmegaConf.to_object(OmegaConf.select(cfg, k))
+        if k in ("optimizer", "scheduler", "callbacks")
+        else OmegaConf.select(cfg, k)
+        for k in RECIPE
+    }  # type: ignore[arg-type]
 
 
 def test_paper_experiments_pin_the_paper_recipe_and_variants_use_lcips() -> None:
     defaults = _recipe(compose_config([]))
     assert defaults == _recipe(compose_config(["experiment=lcip_recipe"]))
-    assert defaults["predict.checkpoint"] == "last" and defaults["task.schedule"] == "cosine"
+    assert defaults["predict.checkpoint"] == "last"
+    assert defaults["scheduler"]["_target_"] == "lcip.training.schedulers.CosineDecay"
+    assert defaults["callbacks"]["early_stopping"] is None
     ny = compose_config(["experiment=chesapeake_ny_qr"])
-    assert _recipe(ny) == {
-        "model.batch_norm": False,
-        "task.lr": 1e-4,
-        "task.schedule": "plateau",
-        "task.monitor": "val/loss",
-        "task.warmup_steps": None,
-        "train.early_stopping": {"monitor": "val/loss", "patience": 6, "mode": "min"},
-        "predict.checkpoint": "best",
+    paper = _recipe(ny)
+    assert paper["optimizer"]["lr"] == 1e-4 and paper["model.batch_norm"] is False
+    assert paper["scheduler"] == {
+        "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "_partial_": True,
+        "mode": "min",
+        "factor": 0.5,
+        "patience": 3,
     }
+    assert paper["callbacks"]["early_stopping"] == {
+        "_target_": "lightning.pytorch.callbacks.EarlyStopping",
+        "monitor": "val/loss",
+        "patience": 6,
+        "mode": "min",
+    }
+    assert paper["callbacks"]["collapse_guard"] == defaults["callbacks"]["collapse_guard"]
+    assert (paper["task.monitor"], paper["task.warmup_steps"]) == ("val/loss", None)
+    assert paper["predict.checkpoint"] == "best"
     assert ny.model.num_filters == 128 and ny.data.batch_size == 128
     for name in ("paper_qr", "enviroatlas_phoenix_az_rq_fused"):
-        assert _recipe(compose_config([f"experiment={name}"]))["task.schedule"] == "plateau"
+        scheduler = _recipe(compose_config([f"experiment={name}"]))["scheduler"]
+        assert scheduler["_target_"].endswith("ReduceLROnPlateau")
     # a variant: lcip's recipe, everything else (region, data, sizes, loss) the paper's
     lcip = compose_config(["experiment=chesapeake_ny_qr_lcip"])
     assert _recipe(lcip) == defaults and lcip.run_name == "qr_transductive_lcip"
@@ -305,7 +325,7 @@ def test_paper_experiments_pin_the_paper_recipe_and_variants_use_lcips() -> None
     assert lcip.model.num_filters == ny.model.num_filters
     # a warm start keeps the paper's fine-tuning rate and starts from the lcip HR model
     warm = compose_config(["experiment=enviroatlas_durham_nc_qr_fused_pittsburgh_lcip"])
-    assert warm.task.lr == 1e-5 and warm.predict.checkpoint == "last"
+    assert warm.optimizer.lr == 1e-5 and warm.predict.checkpoint == "last"
     assert warm.task.init_from.endswith("enviroatlas_pittsburgh_pa/hr_lcip/checkpoints/last.ckpt")
     hr = compose_config(["experiment=enviroatlas_austin_tx_hr_lcip"])
     assert hr.predict.checkpoint.endswith("enviroatlas_pittsburgh_pa/hr_lcip/checkpoints/last.ckpt")

@@ -14,9 +14,10 @@ from lcip.inference.windows import WindowConfig, tile_windows
 from lcip.io.manifest import Manifest
 from lcip.io.provenance import PROVENANCE_TAG, fingerprint, read_provenance
 from lcip.io.raster import BLOCK_SIZE, Grid, read_on_grid, write_raster
-from lcip.losses.core import implied_posterior, log_denominator, log_prior, log_probs
+from lcip.losses import implied_posterior, log_denominator, log_prior, log_probs
 from lcip.training.models import FCN
 from tests.conftest import make_grid, write_fake_tile
+from tests.markers import needs_cuda
 
 PARAMS = {"checkpoint": "best", "checkpoint_sha256": "0" * 64, "loss": "qr", "smoothing": 1e-4}
 LAYERS = LayerSpec("naip", "prior", None)
@@ -210,7 +211,7 @@ def test_loader_workers_give_the_same_maps(
         np.testing.assert_array_equal(read_all(got.layer(name)), read_all(ref.layer(name)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 def test_prediction_on_cuda_matches_cpu(
     fake_region: Manifest, tmp_path: Path, model: torch.nn.Module
 ) -> None:

@@ -1,6 +1,6 @@
-"""Tests for lcip.losses.core against direct float64 computations of each formula.
+"""Tests for lcip.losses against direct float64 computations of each formula.
 
-The references below are written independently of lcip.losses.core: linear-space probabilities,
+The references below are written independently of lcip.losses: linear-space probabilities,
 explicit normalization, torch.xlogy for the 0 log 0 = 0 convention, on pixels flattened to
 (M, C) and restricted to the valid ones. Gradients are compared with autograd through these
 references.
@@ -25,10 +25,11 @@ from torch import Tensor
 
 from lcip.classes import IGNORE_INDEX
 from lcip.errors import ConfigError
-from lcip.losses.core import (
+from lcip.losses import (
     LOSSES,
     HardNaiveLoss,
     HighResLoss,
+    Needs,
     NLLUnionLoss,
     QRFreeEnergyLoss,
     QRLoss,
@@ -845,7 +846,7 @@ def test_hr_loss_is_cross_entropy_on_labels(input_type: str) -> None:
     ce = F.nll_loss(log_q, target, ignore_index=IGNORE_INDEX)
     (ce_grad,) = torch.autograd.grad(ce, x)
     loss = build_loss("hr", input_type=input_type)
-    assert isinstance(loss, HighResLoss) and loss.target == "label"
+    assert isinstance(loss, HighResLoss) and loss.needs == Needs.LABEL
     value, grad = run_loss(loss, output, label, mask)
     assert_close(value, ce.detach())
     assert_close(grad, ce_grad)

@@ -17,7 +17,7 @@ from lcip.data.datasets import LayerSpec, TileWindowDataset
 from lcip.errors import ConfigError
 from lcip.io.manifest import Manifest
 from lcip.io.raster import Grid
-from lcip.losses.core import LSRLoss, build_loss, log_probs
+from lcip.losses import LSRLoss, build_loss, log_probs
 from lcip.priors.blocks import BlockLayout, tile_layout
 from lcip.priors.cooccurrence import (
     LSR_NAME,
@@ -261,12 +261,11 @@ def test_lsr_trains_through_the_task(region: Manifest, tmp_path: Path) -> None:
     stats.write(tmp_path)
     dm = TileDataModule(
         region,
-        prior_layer=None,
+        layers=LayerSpec(prior=None, nlcd="nlcd_30m"),
         crop_size=32,
         batch_size=2,
         steps_per_epoch=2,
         val_crop_size=64,
-        nlcd_layer="nlcd_30m",
         cache=True,
     )
     task = ImplicitPosteriorTask(

@@ -9,7 +9,8 @@ import pytest
 
 from lcip.config import compose_config
 from lcip.stages.demo import demo
-from tests.conftest import REALDATA
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 WV = REALDATA / "chesapeake_wv_patches"
 
@@ -57,7 +58,7 @@ def test_demo_runs_each_loss_and_the_epitome(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real sample data not found under {WV}")
+@needs_realdata(WV)
 def test_real_wv_acceptance(tmp_path: Path) -> None:
     """`make acceptance`: QR (r) beats the prior and reaches the issue's reference figure."""
     overrides = ["experiment=wv_acceptance", f"paths.root={tmp_path}", f"region.folders.root={WV}"]

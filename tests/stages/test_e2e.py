@@ -112,18 +112,18 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
     assert (read_provenance(q_map) or {})["params"]["edge"] == "zeros"
     ok("predict", *train_args(root))
     mtime = q_map.stat().st_mtime_ns
-    refused = run("train", *train_args(root, "task.lr=0.01"))
+    refused = run("train", *train_args(root, "optimizer.lr=0.01"))
     assert refused.returncode == 2 and "train.resume=never" in refused.stderr
-    ok("train", *train_args(root, "task.lr=0.01", "train.resume=never"))
-    stale = run("evaluate", *train_args(root, "task.lr=0.01"))
+    ok("train", *train_args(root, "optimizer.lr=0.01", "train.resume=never"))
+    stale = run("evaluate", *train_args(root, "optimizer.lr=0.01"))
     errors = [ln for ln in stale.stderr.splitlines() if ln.startswith("error:")]
     assert stale.returncode == 2 and len(errors) == 1, stale.stderr[-2000:]
     assert "checkpoint_sha256=" in errors[0] and "run lcip-predict again" in errors[0]
-    ok("predict", *train_args(root, "task.lr=0.01"))
+    ok("predict", *train_args(root, "optimizer.lr=0.01"))
     assert q_map.stat().st_mtime_ns != mtime
     record = read_provenance(q_map)
     assert record is not None and record["params"]["checkpoint_sha256"] == sha256_file(used)
-    ok("evaluate", *train_args(root, "task.lr=0.01"))
+    ok("evaluate", *train_args(root, "optimizer.lr=0.01"))
 
 
 def test_help_and_hydra_flags() -> None:

@@ -11,10 +11,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lcip.config import CONFIG_DIR, compose_config
+from lcip.config import CONFIG_DIR, compose_config, to_dict
 from lcip.errors import ConfigError
 from lcip.io.manifest import Manifest
-from lcip.stages.train import build_trainer, check_launch_mode, multi_process, trainer_settings
+from lcip.stages.train import apply_run_settings, check_launch_mode
+from lcip.training.trainer import build_trainer, multi_process, trainer_arguments
 
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
@@ -43,22 +44,24 @@ def test_slurm_launcher_has_one_task_per_gpu_and_follows_the_trainer() -> None:
 
 
 def test_trainer_configs() -> None:
-    gpu = compose_config(["trainer=gpu"]).trainer
-    assert gpu.accelerator == "gpu" and gpu.precision == "bf16-mixed" and gpu.compile is False
+    gpu = compose_config(["trainer=gpu"])
+    assert gpu.trainer.accelerator == "gpu" and gpu.trainer.precision == "bf16-mixed"
+    assert gpu.train.compile is False and gpu.train.denominator is None
     cfg = compose_config(["trainer=ddp"])
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 1
+    assert cfg.trainer.accelerator == "gpu"  # on top of trainer=gpu
     assert multi_process(cfg.trainer) and not multi_process(compose_config([]).trainer)
-    node = trainer_settings(cfg)
-    assert cfg.loss.denominator == "global" and "denominator" not in node
-    assert "compile" not in node and node.precision == "bf16-mixed"
+    assert "denominator" not in cfg.trainer and cfg.train.denominator == "global"
+    apply_run_settings(cfg)
+    assert cfg.loss.denominator == "global" and cfg.trainer.precision == "bf16-mixed"
     given = compose_config(["trainer=ddp", "loss.denominator=batch"])
-    trainer_settings(given, ["loss.denominator=batch"])
+    apply_run_settings(given, ["loss.denominator=batch"])
     assert given.loss.denominator == "batch"  # the command line wins
     naive = compose_config(["trainer=ddp", "loss=soft_naive"])
-    trainer_settings(naive)
+    apply_run_settings(naive)
     assert "denominator" not in naive.loss  # losses without a denominator are left alone
     cpu = compose_config(["trainer.enable_progress_bar=false"])
-    trainer = build_trainer(trainer_settings(cpu), logger=False)
+    trainer = build_trainer(to_dict(cpu.trainer), logger=False)
     assert isinstance(trainer, L.Trainer)
     assert trainer._accelerator_connector.use_distributed_sampler is False
 
@@ -117,11 +120,13 @@ def test_ddp_in_a_local_multirun_is_refused_in_one_line(tmp_path: Path) -> None:
 
 
 def test_cpu_precision_is_bf16_only_where_the_cpu_has_it() -> None:
-    from lcip.stages.train import cpu_has_native_bf16
+    from lcip.training.trainer import cpu_has_native_bf16
 
     cfg = compose_config([])
     assert cfg.trainer.precision is None
     expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
-    assert trainer_settings(cfg).precision == expected
+    assert trainer_arguments(to_dict(cfg.trainer))["precision"] == expected
+    apply_run_settings(cfg)
+    assert cfg.trainer.precision == expected  # recorded in the run's config.yaml
     forced = compose_config(["trainer.precision=32-true"])
-    assert trainer_settings(forced).precision == "32-true"
+    assert trainer_arguments(to_dict(forced.trainer))["precision"] == "32-true"

@@ -368,3 +368,27 @@ def test_area_without_labels_or_table_is_one_line() -> None:
     with pytest.raises(ConfigError, match=r"^cooccurrence.source: region place has no 1 m") as e:
         make_plan(cfg, [])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("loss.name=foo", r"^loss\.name=foo: unknown loss 'foo'"),
+        ("predict.window=300", r"^predict\.window=300: must be a positive multiple of 256"),
+    ],
+)
+def test_bad_training_or_prediction_setting_fails_before_any_step(
+    tmp_path: Path, bad: str, message: str
+) -> None:
+    """A typo meant for a later step is refused before the map touches the network or disk."""
+    given = [
+        "region=place",
+        "region.source.bbox=[-76.55,42.4,-76.45,42.48]",
+        "region.source.year=2022",
+        "acquire.place.stac.url=http://127.0.0.1:9/unreachable",
+        f"paths.root={tmp_path}",
+        bad,
+    ]
+    with pytest.raises(ConfigError, match=message):
+        map_area(compose_config(given), overrides=given)
+    assert not any(tmp_path.iterdir())

@@ -24,7 +24,8 @@ from lcip.stages.predict import predict
 from lcip.stages.prior import prior
 from lcip.stages.region import region
 from lcip.stages.train import train
-from tests.conftest import REALDATA
+from tests.markers import needs_realdata
+from tests.paths import REALDATA
 
 WV = REALDATA / "chesapeake_wv_patches"
 #: CPU sizing: the only settings wv_acceptance may change besides region, splits and demo.*.
@@ -49,10 +50,11 @@ def test_acceptance_run_is_the_default_recipe_sized_for_a_cpu() -> None:
     assert recipe(acceptance) == recipe(default)
     assert acceptance.model.num_filters == 32 and acceptance.data.crop_size == 64
     assert default.predict.checkpoint == "last" and default.model.batch_norm
-    assert default.task.schedule == "cosine" and default.train.early_stopping is None
+    assert default.scheduler._target_.endswith("CosineDecay")
+    assert default.callbacks.early_stopping is None
 
 
-@pytest.mark.skipif(not WV.is_dir(), reason=f"real sample data not found under {WV}")
+@needs_realdata(WV)
 def test_default_recipe_learns_on_real_patches(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

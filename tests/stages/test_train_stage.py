@@ -49,7 +49,7 @@ def tiny_overrides(root: Path, run_name: str = "run") -> list[str]:
         "task.warmup_steps=5",
         "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false",
-        "train.checkpoint_every_n_steps=3",
+        "callbacks.last_checkpoint.every_n_steps=3",
     ]
 
 
@@ -123,16 +123,20 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     config = (run_dir / "config.yaml").read_bytes()
     metrics = (run_dir / "logs" / "metrics.csv").read_bytes()
     bad = subprocess.run(
-        cli([*tiny_overrides(tmp_path, "killed"), "task.lr=-1"]), capture_output=True, text=True
+        cli([*tiny_overrides(tmp_path, "killed"), "optimizer.lr=-1"]),
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2
     errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == ["error: task.lr=-1: must be a number > 0"], bad.stderr[-1000:]
+    assert errors == ["error: optimizer.lr=-1: must be a number > 0"], bad.stderr[-1000:]
     other = subprocess.run(
-        cli([*tiny_overrides(tmp_path, "killed"), "task.lr=0.01"]), capture_output=True, text=True
+        cli([*tiny_overrides(tmp_path, "killed"), "optimizer.lr=0.01"]),
+        capture_output=True,
+        text=True,
     )
     assert other.returncode == 2 and "train.resume=never" in other.stderr
-    assert "task.lr: 0.001 -> 0.01" in other.stderr
+    assert "optimizer.lr: 0.001 -> 0.01" in other.stderr
     assert (run_dir / "config.yaml").read_bytes() == config
     assert (run_dir / "logs" / "metrics.csv").read_bytes() == metrics
 
@@ -160,7 +164,7 @@ def test_loader_workers_train_exactly_as_the_main_process(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("task.lr=-1", r"^task.lr=-1: must be a number > 0$"),
+        ("optimizer.lr=-1", r"^optimizer.lr=-1: must be a number > 0$"),
         ("data.batch_size=0", r"^data.batch_size=0: must be an integer >= 1$"),
         (
             "data.crop_size=200",
@@ -169,14 +173,22 @@ def test_loader_workers_train_exactly_as_the_main_process(tmp_path: Path) -> Non
         ("region.val_splits=[]", r"^region.val_splits=\[\]: training needs a validation split"),
         ("region.val_splits=[nope]", r"^region.val_splits=\['nope'\]: no tiles of these splits in"),
         ("trainer.accelerator=gpu", r"^trainer.accelerator=gpu: no CUDA GPU is available"),
-        ("train.resume=maybe", r"^train.resume='maybe': choose one of \['auto', 'never'\]$"),
+        ("train.resume=maybe", r"^train.resume=maybe: must be one of auto, never$"),
+        ("optimizer.weight_decay=-1", r"^optimizer.weight_decay=-1: must be a number >= 0$"),
+        ("scheduler=plateau scheduler.factor=2", r"^scheduler: ReduceLROnPlateau\(.*\): Factor"),
+        ("callbacks.last_checkpoint=null", r"^callbacks.last_checkpoint=null: lcip-train keeps"),
+        ("+callbacks.collapse_guard.shares=1", r"^callbacks.collapse_guard.shares=1: "),
+        (
+            "callbacks=early_stopping callbacks.early_stopping.mode=sideways",
+            r"^callbacks.early_stopping.mode=sideways: ",
+        ),
     ],
 )
 def test_bad_settings_fail_before_any_work(tmp_path: Path, override: str, message: str) -> None:
     if override.startswith("trainer.accelerator") and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     write_prior_region(tmp_path)
-    cfg = compose_config([*tiny_overrides(tmp_path), override])
+    cfg = compose_config([*tiny_overrides(tmp_path), *override.split()])
     with pytest.raises(ConfigError, match=message):
         train(cfg)
     assert not (tmp_path / "runs").exists()  # nothing was written

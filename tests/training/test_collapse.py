@@ -53,14 +53,14 @@ def _forced(root: Path, run: str, *extra: str) -> list[str]:
     return [
         *tiny_overrides(root, run),
         "loss=qr",
-        "task.lr=1e-9",
+        "optimizer.lr=1e-9",
         f"task.init_from={_collapsed_init(root / 'tree.ckpt')}",
         "task.warmup_steps=0",
         "data.steps_per_epoch=6",
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",
-        "train.collapse_guard.every_n_steps=2",
-        "train.collapse_guard.after_steps=2",
+        "callbacks.collapse_guard.every_n_steps=2",
+        "callbacks.collapse_guard.after_steps=2",
         *extra,
     ]
 
@@ -89,7 +89,7 @@ def test_a_forced_collapse_is_told_and_recorded(
 
 def test_stop_on_collapse_stops_with_the_message(tmp_path: Path) -> None:
     write_prior_region(tmp_path)
-    cfg = compose_config(_forced(tmp_path, "stopped", "train.stop_on_collapse=true"))
+    cfg = compose_config(_forced(tmp_path, "stopped", "callbacks.collapse_guard.stop=true"))
     with pytest.raises(CollapseError, match=r"^q collapsed: run tiny/stopped, step 2 .*stopped"):
         train(cfg, force=True)
     last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
@@ -101,9 +101,9 @@ def test_a_learning_run_stays_silent(tmp_path: Path, caplog: pytest.LogCaptureFi
     overrides = [
         *tiny_overrides(tmp_path, "healthy"),
         "loss=soft_naive",
-        "task.lr=0.01",
-        "train.collapse_guard.every_n_steps=10",
-        "train.collapse_guard.after_steps=20",
+        "optimizer.lr=0.01",
+        "callbacks.collapse_guard.every_n_steps=10",
+        "callbacks.collapse_guard.after_steps=20",
     ]
     with caplog.at_level(logging.WARNING, logger="lcip.evaluation.collapse"):
         last = train(compose_config(overrides), force=True)

@@ -8,7 +8,8 @@ from lcip.data.datamodules import TileDataModule
 from lcip.errors import ConfigError
 from lcip.io.manifest import Manifest
 from lcip.training.models import FCN
-from lcip.training.tasks import DEFAULT_WARMUP_STEPS, ImplicitPosteriorTask
+from lcip.training.schedulers import CosineDecay
+from lcip.training.tasks import DEFAULT_WARMUP_STEPS, ImplicitPosteriorTask, SupervisedTask, adamw
 from tests.conftest import quiet_trainer
 
 
@@ -30,7 +31,6 @@ def test_training_switches_from_ce_to_qr_and_logs_metrics(fake_region: Manifest,
     torch.manual_seed(0)
     dm = TileDataModule(
         fake_region,
-        prior_layer="prior",
         crop_size=32,
         batch_size=8,
         steps_per_epoch=4,
@@ -66,7 +66,7 @@ def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest,
 
     from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
     from lcip.io.raster import Grid, read_on_grid, write_raster
-    from lcip.losses.core import implied_posterior, log_denominator, log_prior, log_probs
+    from lcip.losses import implied_posterior, log_denominator, log_prior, log_probs
 
     # two validation tiles, so one validation batch mixes them (a batch denominator would differ)
     tiles = tuple(replace(t, split="val") if t.tile_id in ("t2", "t3") else t for t in fake_region)
@@ -77,9 +77,7 @@ def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest,
         t3, np.clip(read_on_grid(t3, grid3).astype(int) * 3, 0, 255).astype(np.uint8), grid3
     )
     torch.manual_seed(0)
-    dm = TileDataModule(
-        region, prior_layer="prior", crop_size=32, batch_size=8, steps_per_epoch=3, val_crop_size=96
-    )
+    dm = TileDataModule(region, crop_size=32, batch_size=8, steps_per_epoch=3, val_crop_size=96)
     task = ImplicitPosteriorTask(
         FCN(4, 4, num_filters=8, num_layers=2), 4, loss="qr", warmup_steps=1
     )
@@ -116,38 +114,12 @@ def test_val_r_uses_each_tile_denominator_like_prediction(fake_region: Manifest,
     assert (denoms[0] - denoms[1]).abs().max() > 1e-3
 
 
-def test_apply_loss_passes_each_loss_what_it_compares_to() -> None:
-    from lcip.losses.core import build_loss
-    from lcip.training.tasks import apply_loss
-
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 4, 6, 6, generator=g)
-    label = torch.randint(0, 4, (2, 6, 6), generator=g)
-    prior = torch.nn.functional.one_hot(label, 4).permute(0, 3, 1, 2).float()
-    mask = torch.ones(2, 6, 6, dtype=torch.bool)
-    wrong = torch.full_like(prior, 0.25)  # a prior that says nothing
-    batch = {"prior": wrong, "label": label, "mask": mask}
-    hr = apply_loss(build_loss("hr"), logits, batch)
-    assert torch.allclose(hr, torch.nn.functional.cross_entropy(logits, label))
-    assert torch.allclose(
-        apply_loss(build_loss("hard_naive", smoothing=0.0), logits, {**batch, "prior": prior}), hr
-    )
-    eta, rho2 = torch.full((4, 17), 0.25), torch.full((4, 17), 0.01)
-    lsr = build_loss("lsr", eta=eta, rho2=rho2)
-    blocks = {"nlcd": torch.full((2, 6, 6), 5), "block": torch.zeros(2, 6, 6, dtype=torch.long)}
-    value = apply_loss(lsr, logits, {**batch, **blocks})
-    assert torch.allclose(value, lsr(logits, None, mask, blocks["nlcd"], blocks["block"]))
-    with pytest.raises(KeyError):
-        apply_loss(lsr, logits, batch)  # a batch without NLCD blocks
-
-
 def test_cosine_schedule_decays_to_zero_over_the_run(fake_region: Manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    dm = TileDataModule(
-        fake_region, prior_layer="prior", crop_size=32, batch_size=4, steps_per_epoch=4
-    )
+    dm = TileDataModule(fake_region, crop_size=32, batch_size=4, steps_per_epoch=4)
     task = ImplicitPosteriorTask(
-        FCN(4, 4, num_filters=4, num_layers=1), 4, loss="soft_naive", lr=0.1, schedule="cosine"
+        FCN(4, 4, num_filters=4, num_layers=1), 4, loss="soft_naive", optimizer=adamw(lr=0.1)
     )
+    assert task.scheduler_factory is CosineDecay  # lcip's default recipe
     lrs: list[float] = []
 
     class Spy(L.Callback):
@@ -158,20 +130,58 @@ def test_cosine_schedule_decays_to_zero_over_the_run(fake_region: Manifest, tmp_
     trainer.fit(task, datamodule=dm)
     expected = [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]  # 8 steps in all
     assert lrs == pytest.approx(expected)
-    with pytest.raises(ConfigError, match=r"task.schedule=step: use one of"):
-        ImplicitPosteriorTask(FCN(4, 4, num_filters=4, num_layers=1), 4, schedule="step")
+    # the run's length is not part of the scheduler's state: a resumed run reads its own
+    state = trainer.lr_scheduler_configs[0].scheduler.state_dict()
+    assert not {"run_length", "_length", "total_steps"} & set(state)
+
+
+def test_optimizer_and_scheduler_come_from_their_factories(fake_region: Manifest, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A ``_partial_`` optimizer and a plateau scheduler, as configs/ build them."""
+    from hydra.utils import instantiate
+
+    from lcip.config import compose_config
+
+    cfg = compose_config(["experiment=paper_recipe", "optimizer.lr=0.05"])
+    optimizer, scheduler = instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+    net = FCN(4, 4, num_filters=4, num_layers=1)
+    task = ImplicitPosteriorTask(
+        net, 4, loss="soft_naive", optimizer=optimizer, scheduler=scheduler
+    )
+    assert "optimizer" not in task.hparams  # checkpoints stay loadable with weights_only=True
+    config = task.configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.AdamW)
+    assert config["optimizer"].param_groups[0]["lr"] == 0.05
+    assert config["optimizer"].param_groups[0]["weight_decay"] == 0.01
+    plateau = config["lr_scheduler"]
+    assert isinstance(plateau["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert plateau["monitor"] == "val/loss" and "interval" not in plateau  # once an epoch
+    assert plateau["scheduler"].patience == 3 and plateau["scheduler"].factor == 0.5
+    supervised = SupervisedTask(net, 4, optimizer=optimizer).configure_optimizers()
+    assert isinstance(supervised, torch.optim.AdamW)  # no scheduler: a constant rate
+
+
+def test_bad_optimizer_or_scheduler_settings_fail_when_the_task_is_made() -> None:
+    from functools import partial
+
+    net = FCN(4, 4, num_filters=4, num_layers=1)
+    with pytest.raises(ConfigError, match=r"^optimizer: AdamW\(lr=-1, .*\): Invalid learning rate"):
+        ImplicitPosteriorTask(net, 4, optimizer=adamw(lr=-1))
+    plateau = partial(torch.optim.lr_scheduler.ReduceLROnPlateau, factor=2.0)
+    with pytest.raises(ConfigError, match=r"^scheduler: ReduceLROnPlateau\(factor=2.0\): "):
+        ImplicitPosteriorTask(net, 4, scheduler=plateau)
+    with pytest.raises(ConfigError, match=r"^optimizer: AdamW\(.*\): .*unexpected keyword"):
+        SupervisedTask(net, 4, optimizer=partial(torch.optim.AdamW, learning_rate=1e-3))
 
 
 def test_task_counts_q_and_prior_classes_for_the_collapse_guard() -> None:
     """collapse_counts: q's argmax and the prior's argmax per class over valid pixels only."""
     task = ImplicitPosteriorTask(FCN(4, 4, num_filters=4, num_layers=1), 4)
-    assert task.hparams["schedule"] == "cosine"  # lcip's default recipe
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 4, 8, 8, generator=g)
     prior = torch.softmax(torch.randn(3, 4, 8, 8, generator=g), 1)
     mask = torch.rand(3, 8, 8, generator=g) > 0.3
     for _ in range(2):  # two batches add up
-        task._count_classes("train", logits, {"prior": prior, "mask": mask})
+        task._count_classes("train", logits, {"prior": prior, "valid": mask})
     expected_q = torch.bincount(logits.argmax(1)[mask], minlength=4).double()
     expected_p = torch.bincount(prior.argmax(1)[mask], minlength=4).double()
     torch.testing.assert_close(
@@ -180,7 +190,7 @@ def test_task_counts_q_and_prior_classes_for_the_collapse_guard() -> None:
     # without a prior the labels are the reference (labelled pixels only)
     label = torch.randint(0, 4, (3, 8, 8), generator=g)
     label[0, 0] = 255
-    task._count_classes("val", logits, {"label": label, "mask": mask})
+    task._count_classes("val", logits, {"label": label, "valid": mask})
     keep = mask & (label != 255)
     torch.testing.assert_close(
         task.collapse_counts["val"][1], torch.bincount(label[keep], minlength=4).double()
