@@ -17,11 +17,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lcip.acquire.archives import WHOLE_ARCHIVES
 from lcip.config import compose_config
 from lcip.errors import ConfigError, DownloadError
 from lcip.io.manifest import Manifest, Tile
 from lcip.io.raster import write_raster
-from lcip.stages.acquire import WHOLE_ARCHIVES, acquire
+from lcip.stages.acquire import acquire
 from lcip.stages.cooccurrence import cooccurrence
 from lcip.stages.evaluate import evaluate
 from lcip.stages.paths import scheme_of

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from lcip.acquire.archives import WHOLE_ARCHIVES
 from lcip.config import compose_config
 from lcip.io.manifest import Manifest
-from lcip.stages.acquire import WHOLE_ARCHIVES, acquire
+from lcip.stages.acquire import acquire
 from tests.fake_archives import make_chesapeake_archives
 from tests.httpserver import LoopbackServer
 from tests.paths import FIXTURES
