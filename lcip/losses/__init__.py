@@ -53,6 +53,7 @@ from lcip.losses.baselines import (
     HardNaiveLoss,
     HighResLoss,
     NLLUnionLoss,
+    PixelwisePriorLoss,
     SoftNaiveLoss,
 )
 from lcip.losses.functional import (
@@ -90,6 +91,7 @@ __all__ = [
     "Loss",
     "NLLUnionLoss",
     "Needs",
+    "PixelwisePriorLoss",
     "PriorLoss",
     "QRFreeEnergyLoss",
     "QRLoss",

@@ -13,15 +13,13 @@ from lcip.classes import IGNORE_INDEX
 from lcip.losses.base import Loss, Needs, PriorLoss
 from lcip.losses.functional import InputType, _weighted_sum, log_probs
 
-__all__ = ["HardNaiveLoss", "HighResLoss", "NLLUnionLoss", "SoftNaiveLoss"]
+__all__ = ["HardNaiveLoss", "HighResLoss", "NLLUnionLoss", "PixelwisePriorLoss", "SoftNaiveLoss"]
 
 
-class SoftNaiveLoss(PriorLoss):
-    """Soft naive loss (cross-entropy with soft targets): ``-sum_l p_i(l) log q_i(l)``.
+class PixelwisePriorLoss(PriorLoss):
+    """Base class of the losses that are a mean over valid pixels of a per-pixel term.
 
-    Args:
-        input_type: whether ``output`` holds logits or log-probabilities.
-        smoothing: additive smoothing of both prior and network probabilities.
+    Subclasses define :meth:`pixel_loss` on the smoothed log-probabilities.
     """
 
     def forward(self, output: Tensor, prior: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -36,10 +34,27 @@ class SoftNaiveLoss(PriorLoss):
             Scalar loss.
         """
         log_q, log_p, valid, count = self._prepare(output, prior, valid)
-        return self._mean(-_weighted_sum(log_p, log_q), valid, count)
+        return self._mean(self.pixel_loss(log_q, log_p), valid, count)
+
+    def pixel_loss(self, log_q: Tensor, log_p: Tensor) -> Tensor:
+        """The per-pixel loss, ``(N,)`` or ``(B, H, W)``, from ``log q'`` and ``log p'``."""
+        raise NotImplementedError
 
 
-class HardNaiveLoss(PriorLoss):
+class SoftNaiveLoss(PixelwisePriorLoss):
+    """Soft naive loss (cross-entropy with soft targets): ``-sum_l p_i(l) log q_i(l)``.
+
+    Args:
+        input_type: whether ``output`` holds logits or log-probabilities.
+        smoothing: additive smoothing of both prior and network probabilities.
+    """
+
+    def pixel_loss(self, log_q: Tensor, log_p: Tensor) -> Tensor:
+        """``-sum_l p_i(l) log q_i(l)``."""
+        return -_weighted_sum(log_p, log_q)
+
+
+class HardNaiveLoss(PixelwisePriorLoss):
     """Hard naive loss: cross-entropy against ``argmax_l p_i(l)`` (ties: the first class).
 
     The smoothed network probabilities are used (``smoothing=0`` gives plain cross-entropy).
@@ -50,23 +65,12 @@ class HardNaiveLoss(PriorLoss):
             does not depend on smoothing).
     """
 
-    def forward(self, output: Tensor, prior: Tensor, valid: Tensor | None = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            output: network logits or log-probabilities, ``(N, C)`` or ``(B, C, H, W)``.
-            prior: prior probabilities, same shape.
-            valid: optional boolean valid-pixel mask, ``(N,)`` or ``(B, H, W)``.
-
-        Returns:
-            Scalar loss.
-        """
-        log_q, log_p, valid, count = self._prepare(output, prior, valid)
-        target = log_p.argmax(dim=1, keepdim=True)
-        return self._mean(-log_q.gather(1, target).squeeze(1), valid, count)
+    def pixel_loss(self, log_q: Tensor, log_p: Tensor) -> Tensor:
+        """``-log q_i(argmax_l p_i(l))``."""
+        return -log_q.gather(1, log_p.argmax(dim=1, keepdim=True)).squeeze(1)
 
 
-class NLLUnionLoss(PriorLoss):
+class NLLUnionLoss(PixelwisePriorLoss):
     """NLL-union loss: ``-log sum_l p_i(l) q_i(l)``, computed as ``-logsumexp(log p + log q)``.
 
     Args:
@@ -74,19 +78,9 @@ class NLLUnionLoss(PriorLoss):
         smoothing: additive smoothing of both prior and network probabilities.
     """
 
-    def forward(self, output: Tensor, prior: Tensor, valid: Tensor | None = None) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            output: network logits or log-probabilities, ``(N, C)`` or ``(B, C, H, W)``.
-            prior: prior probabilities, same shape.
-            valid: optional boolean valid-pixel mask, ``(N,)`` or ``(B, H, W)``.
-
-        Returns:
-            Scalar loss.
-        """
-        log_q, log_p, valid, count = self._prepare(output, prior, valid)
-        return self._mean(-torch.logsumexp(log_p + log_q, dim=1), valid, count)
+    def pixel_loss(self, log_q: Tensor, log_p: Tensor) -> Tensor:
+        """``-log sum_l p_i(l) q_i(l)``."""
+        return -torch.logsumexp(log_p + log_q, dim=1)
 
 
 class HighResLoss(Loss):
