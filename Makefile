@@ -49,11 +49,11 @@ report: $(STAMP)  ## Gather evaluated runs into one report (md, csv, html) besid
 experiment: $(STAMP)  ## Run one paper experiment's stages: make experiment EXP=chesapeake_ny_qr [ARGS=...]
 	$(PY) scripts/run_experiment.py $(EXP) $(ARGS)
 
-test: $(STAMP)  ## Run tests, lint (ruff) and types (mypy)
+test: $(STAMP)  ## Run tests, lint (ruff) and types (mypy); whole test modules on WORKERS=2 processes (WORKERS=0: one)
 	$(VENV)/bin/ruff check lcip tests scripts
 	$(VENV)/bin/ruff format --check lcip tests scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q $(ARGS)
+	$(VENV)/bin/pytest -q -n $(or $(WORKERS),2) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-slow: $(STAMP)  ## Run only the slow tests
 	$(VENV)/bin/pytest -q -m slow $(ARGS)

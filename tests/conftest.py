@@ -14,9 +14,9 @@ from lcip.classes import CHESAPEAKE4
 from lcip.io.manifest import Manifest, Tile
 from lcip.io.raster import Grid, write_raster
 from tests.httpserver import loopback  # noqa: F401 (a fixture for every test module)
+from tests.markers import REQUIRE_REALDATA
 from tests.paths import REALDATA
 
-REQUIRE_REALDATA = "LCIP_REQUIRE_REALDATA"  # set by .ci/run: real-data tests must not skip there
 CRS_UTM = CRS.from_epsg(32618)
 
 
@@ -88,6 +88,50 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+#: The slowest modules, slowest first (seconds with one torch thread on the 2-core VM:
+#: 115, 65, 35, 30, 25, 20, 15), started first when pytest-xdist spreads whole modules over
+#: its workers (``make test``: ``-n 2 --dist loadfile``), so that none is left to run alone
+#: at the end while the other worker idles.
+SLOW_MODULES = (
+    "tests/stages/test_realdata_learning.py",
+    "tests/stages/test_train_stage.py",
+    "tests/stages/test_e2e.py",
+    "tests/evaluation/test_experiments.py",
+    "tests/data/test_ddp_sampling.py",
+    "tests/io/test_outputs_scale.py",
+    "tests/test_docs.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker its share of the cores (torch and subprocesses).
+
+    Two torch threads per process with two processes on two cores run slower than one: every
+    OpenMP parallel region waits for a thread that the other process keeps off its core (the
+    real-data training test: ~200 s instead of ~110 s). ``OMP_NUM_THREADS``, when set, wins.
+    """
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the console scripts the tests start
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker, move :data:`SLOW_MODULES` first (the rest keep their order)."""
+    if not hasattr(config, "workerinput"):
+        return
+    first = {module: i for i, module in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: first.get(item.nodeid.split("::")[0], len(first)))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep lcip's user cache (verification records of read-only folders) inside the test run."""
@@ -96,9 +140,12 @@ def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["LCIP_CACHE"] = str(tmp_path_factory.mktemp("lcip-cache"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    """A generated 2 x 2 region of 128 px tiles and its cooccurrence matrix (copied by tests)."""
+    """A generated 2 x 2 region of 128 px tiles and its cooccurrence matrix (read-only).
+
+    Generated once per test process; tests copy the region (:func:`region`) before using it.
+    """
     import warnings
 
     from lcip.priors.cooccurrence import count_cooccurrence
@@ -112,7 +159,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
         coocc = count_cooccurrence(
             manifest, CHESAPEAKE4, nlcd_layer="nlcd_30m", allow_test=True, progress=False
         )
-    return root, coocc.matrix
+    matrix = coocc.matrix.copy()
+    matrix.setflags(write=False)  # shared by every test of the session
+    return root, matrix
 
 
 @pytest.fixture

@@ -1,19 +1,32 @@
-"""The console scripts end to end on a tiny generated region, as a user runs them."""
+"""The console scripts end to end on a tiny generated region, as a user runs them.
+
+Every stage runs first as its console script. The re-runs that check which maps are skipped,
+remade or stale call the stages in this process (each console script would spend seconds
+importing torch and Lightning for a few milliseconds of work); the scripts' own handling of
+a refused run (one ``error:`` line, exit status 2) is checked by the stale evaluation here and
+by ``test_train_stage.py``.
+"""
 
 from __future__ import annotations
 
 import csv
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from omegaconf import DictConfig
 
 from lcip.classes import CHESAPEAKE4, IGNORE_INDEX
+from lcip.config import compose_config
+from lcip.errors import LcipError
 from lcip.io.manifest import Manifest
 from lcip.io.provenance import read_provenance, sha256_file
+from lcip.stages.predict import predict
+from lcip.stages.train import train
 
 
 def run(stage: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,6 +64,11 @@ def train_args(root: Path, *extra: str) -> list[str]:
         "task.warmup_steps=4",
         *extra,
     ]
+
+
+def in_process(stage: Callable[[DictConfig], object], root: Path, *extra: str) -> None:
+    """Run a stage in this process on the config :func:`train_args` composes."""
+    stage(compose_config(train_args(root, *extra)))
 
 
 def recompute(manifest: Manifest, layer: str) -> tuple[float, float]:
@@ -103,23 +121,23 @@ def test_stages_end_to_end_and_stale_maps(region_root: Path) -> None:
     # an unchanged run is skipped; retraining with another lr makes the maps stale
     q_map = manifest.tiles[0].layer("q_class")
     mtime = q_map.stat().st_mtime_ns
-    ok("predict", *train_args(root))
+    in_process(predict, root)
     assert q_map.stat().st_mtime_ns == mtime
     # what the network sees beyond the tiles' edges is part of what made the maps
     assert (read_provenance(q_map) or {})["params"]["edge"] == "reflect"
-    ok("predict", *train_args(root, "predict.edge=zeros"))
+    in_process(predict, root, "predict.edge=zeros")
     assert q_map.stat().st_mtime_ns != mtime
     assert (read_provenance(q_map) or {})["params"]["edge"] == "zeros"
-    ok("predict", *train_args(root))
+    in_process(predict, root)
     mtime = q_map.stat().st_mtime_ns
-    refused = run("train", *train_args(root, "optimizer.lr=0.01"))
-    assert refused.returncode == 2 and "train.resume=never" in refused.stderr
-    ok("train", *train_args(root, "optimizer.lr=0.01", "train.resume=never"))
+    with pytest.raises(LcipError, match=r"train\.resume=never"):
+        in_process(train, root, "optimizer.lr=0.01")
+    in_process(train, root, "optimizer.lr=0.01", "train.resume=never")
     stale = run("evaluate", *train_args(root, "optimizer.lr=0.01"))
     errors = [ln for ln in stale.stderr.splitlines() if ln.startswith("error:")]
     assert stale.returncode == 2 and len(errors) == 1, stale.stderr[-2000:]
     assert "checkpoint_sha256=" in errors[0] and "run lcip-predict again" in errors[0]
-    ok("predict", *train_args(root, "optimizer.lr=0.01"))
+    in_process(predict, root, "optimizer.lr=0.01")
     assert q_map.stat().st_mtime_ns != mtime
     record = read_provenance(q_map)
     assert record is not None and record["params"]["checkpoint_sha256"] == sha256_file(used)
