@@ -112,9 +112,10 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     for row in rows_before:
         assert any(all(after.get(k) == v for k, v in row.items()) for after in rows_after), row
 
-    # the same command on a finished run resumes and does nothing more
-    again = subprocess.run(cli(tiny_overrides(tmp_path, "killed")), capture_output=True, text=True)
-    assert again.returncode == 0
+    # the same settings on a finished run resume and do nothing more (in process from here:
+    # the console script's one-line errors and exit status are checked in tests/stages/
+    # test_schema.py and by the stale-run test of tests/stages/test_e2e.py)
+    train(compose_config(tiny_overrides(tmp_path, "killed")))
     assert (
         torch.load(killed_last, map_location="cpu", weights_only=False)["global_step"] == 2 * STEPS
     )
@@ -122,21 +123,13 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
     # a rejected setting leaves the run untouched; other settings refuse to resume it
     config = (run_dir / "config.yaml").read_bytes()
     metrics = (run_dir / "logs" / "metrics.csv").read_bytes()
-    bad = subprocess.run(
-        cli([*tiny_overrides(tmp_path, "killed"), "optimizer.lr=-1"]),
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2
-    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == ["error: optimizer.lr=-1: must be a number > 0"], bad.stderr[-1000:]
-    other = subprocess.run(
-        cli([*tiny_overrides(tmp_path, "killed"), "optimizer.lr=0.01"]),
-        capture_output=True,
-        text=True,
-    )
-    assert other.returncode == 2 and "train.resume=never" in other.stderr
-    assert "optimizer.lr: 0.001 -> 0.01" in other.stderr
+    bad = [*tiny_overrides(tmp_path, "killed"), "optimizer.lr=-1"]
+    with pytest.raises(ConfigError, match=r"^optimizer\.lr=-1: must be a number > 0$"):
+        train(compose_config(bad))
+    other = [*tiny_overrides(tmp_path, "killed"), "optimizer.lr=0.01"]
+    with pytest.raises(ConfigError, match=r"train\.resume=never") as refused:
+        train(compose_config(other))
+    assert "optimizer.lr: 0.001 -> 0.01" in str(refused.value)
     assert (run_dir / "config.yaml").read_bytes() == config
     assert (run_dir / "logs" / "metrics.csv").read_bytes() == metrics
 
@@ -152,9 +145,8 @@ def test_loader_workers_train_exactly_as_the_main_process(tmp_path: Path) -> Non
             "trainer.max_epochs=1",
             f"data.num_workers={workers}",
         ]
-        run = subprocess.run(cli(args), capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr[-2000:]
-        last = tmp_path / "runs" / "tiny" / name / "checkpoints" / "last.ckpt"
+        last = train(compose_config(args))  # in process: the workers are its children
+        assert last == tmp_path / "runs" / "tiny" / name / "checkpoints" / "last.ckpt"
         states.append(torch.load(last, map_location="cpu", weights_only=False))
     assert states[0]["global_step"] == states[1]["global_step"] == STEPS
     for key, value in states[0]["state_dict"].items():
