@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from lcip.config import CONFIG_DIR, compose_config
 from lcip.errors import ConfigError
+from lcip.io.manifest import Manifest
 from lcip.losses import build_loss
 from lcip.stages.paths import scheme_of
 from lcip.stages.schema import SCHEMAS, validate
@@ -109,3 +110,18 @@ def test_unknown_loss_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "unknown loss 'qrr'" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_data_group_builds_the_datamodule_with_its_layers(fake_region: Manifest) -> None:
+    """``data`` is the TileDataModule target: the YAML's settings and a LayerSpec, no splatting."""
+    from lcip.config import instantiate
+    from lcip.data.datamodules import TileDataModule
+    from lcip.data.datasets import LayerSpec
+
+    cfg = compose_config(["region=tiny", "data.crop_size=48", "data.layers.extra=[lc]"])
+    build = instantiate(cfg, "data", _convert_="all", seed=3, layers={"prior": "prior"})
+    dm = build(fake_region, "chesapeake4")
+    assert isinstance(dm, TileDataModule) and dm.crop_size == 48 and dm.seed == 3
+    assert dm.layers == LayerSpec("naip", "prior", "lc", ("lc",), None, "codes")
+    assert dm.train_splits == list(cfg.region.train_splits)
+    assert dm.val_splits == list(cfg.region.val_splits)

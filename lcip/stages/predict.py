@@ -100,7 +100,6 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     device = prediction_device(cfg)
     manifest = selected_tiles(Manifest.read(prior_manifest_path(cfg)), list(p.splits))
     checkpoint = checkpoint_file(cfg)
-    from lcip.data.datasets import LayerSpec
     from lcip.inference.predict import predict_manifest
     from lcip.inference.windows import WindowConfig
     from lcip.training.models import load_state_from_checkpoint
@@ -112,11 +111,8 @@ def predict(cfg: DictConfig, force: bool = False) -> Path:
     result = predict_manifest(
         model,
         select_shard(manifest, shard),
-        LayerSpec(
-            cfg.region.image_layer,
-            prior_layer(cfg.prior.name),
-            None,
-            tuple(str(n) for n in cfg.data.get("extra_layers") or ()),
+        instantiate(  # the layers the network was trained on, without labels or NLCD
+            cfg, "data.layers", _convert_="all", prior=prior_layer(cfg.prior.name), label=None
         ),
         scheme,
         out_dir,

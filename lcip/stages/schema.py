@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar, NoReturn
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, ClassVar, NoReturn, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -69,11 +69,26 @@ class GroupConfig:
 
 
 @dataclass
+class LayersConfig:
+    """``data.layers``: the manifest layers read (:class:`lcip.data.datasets.LayerSpec`)."""
+
+    _target_: str = MISSING
+    image: str = MISSING
+    prior: str | None = MISSING
+    label: str | None = MISSING
+    extra: list[str] = MISSING
+    nlcd: str | None = MISSING
+    nlcd_encoding: str = MISSING
+
+
+@dataclass
 class DataConfig(GroupConfig):
     """``data``: sampling and batching (:class:`lcip.data.datamodules.TileDataModule`)."""
 
     group: ClassVar[str] = "data"
 
+    _target_: str = MISSING
+    _partial_: bool = MISSING
     crop_size: int = MISSING
     batch_size: int = MISSING
     steps_per_epoch: int = MISSING
@@ -87,7 +102,7 @@ class DataConfig(GroupConfig):
     # not Optional: OmegaConf cannot merge an interpolation into an Optional list
     train_splits: list[str] = MISSING
     val_splits: list[str] = MISSING
-    extra_layers: list[str] = MISSING
+    layers: LayersConfig = MISSING
 
     def check(self) -> None:
         """Sizes and counts at least 1, workers at least 0, the copy's size limit positive."""
@@ -221,11 +236,21 @@ def type_error(exc: OmegaConfBaseException, group: str = "") -> str:
 
 
 def field_type(key: str) -> str | None:
-    """The annotation of a schema field (``"int"``, ``"list[str]"``), by dotted key."""
-    group, _, name = key.partition(".")
-    schema = SCHEMAS.get(group)
-    found = [f.type for f in fields(schema) if f.name == name] if schema else []
-    return str(found[0]) if found else None
+    """The annotation of a schema field (``"int"``, ``"list[str]"``), by dotted key.
+
+    A key inside a nested schema (``data.layers.extra``) is found through its parents.
+    """
+    group, *names = key.split(".")
+    schema: Any = SCHEMAS.get(group)
+    for i, name in enumerate(names):
+        found = [f for f in fields(schema) if f.name == name] if schema else []
+        if not found:
+            return None
+        if i == len(names) - 1:
+            return str(found[0].type)
+        nested = get_type_hints(schema).get(name)
+        schema = nested if is_dataclass(nested) else None
+    return None
 
 
 def type_phrase(annotation: str) -> str:

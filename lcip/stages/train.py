@@ -91,7 +91,7 @@ def apply_run_settings(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
 
 
 def check_input_bands(cfg: DictConfig, dm: Any) -> None:
-    """The model's ``in_channels`` must be the data's bands (imagery + ``data.extra_layers``).
+    """The model's ``in_channels`` must be the data's bands (imagery + ``data.layers.extra``).
 
     Raises:
         ConfigError: one line naming both, before any training step.
@@ -110,7 +110,7 @@ def check_input_bands(cfg: DictConfig, dm: Any) -> None:
         extra = list(dataset.layers.extra)
         raise ConfigError(
             f"model.in_channels={cfg.model.in_channels}: the data has {bands} input bands "
-            f"(imagery {dataset.layers.image!r} + data.extra_layers={extra}); set "
+            f"(imagery {dataset.layers.image!r} + data.layers.extra={extra}); set "
             f"model.in_channels={bands}"
         )
 
@@ -197,8 +197,6 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
     import torch
     from lightning.pytorch.utilities import rank_zero_only
 
-    from lcip.data.datamodules import TileDataModule
-    from lcip.data.datasets import LayerSpec
     from lcip.losses import Needs
 
     scheme = scheme_of(cfg)
@@ -221,32 +219,25 @@ def train(cfg: DictConfig, force: bool = False, overrides: Sequence[str] = ()) -
     if cfg.train.get("compile", False):
         task.model.compile()  # in place: checkpoint keys stay those of the plain model
     manifest = Manifest.read(prior_manifest_path(cfg))
-    # data.train_splits / data.val_splits (optional) override the region's splits for this
-    # run only, e.g. the paper's transductive setting trains on the evaluation tiles.
-    data_kwargs = to_dict(cfg.data)
-    train_splits = list(data_kwargs.pop("train_splits", None) or cfg.region.train_splits)
-    val_key = "data.val_splits" if data_kwargs.get("val_splits") else "region.val_splits"
-    val_splits = list(data_kwargs.pop("val_splits", None) or cfg.region.val_splits)
-    needs_blocks = Needs.NLCD_BLOCKS in task.criterion.needs  # loss=lsr: NLCD blocks
-    layers = LayerSpec(
-        image=cfg.region.image_layer,
-        prior=prior_layer(cfg.prior.name),
-        label=cfg.region.label_layer,
-        extra=tuple(data_kwargs.pop("extra_layers", None) or ()),
-        nlcd=cfg.region.nlcd_layer if needs_blocks else None,
-        nlcd_encoding=str(cfg.region.get("nlcd_encoding", "codes")),
-    )
+    # data.train_splits / data.val_splits: the region's unless the run sets its own, e.g. the
+    # paper's transductive setting trains on the evaluation tiles.
+    val_splits = list(cfg.data.val_splits)
     if not len(manifest.select(val_splits)):
-        raise ConfigError(f"{val_key}={val_splits}: no tiles of these splits in {manifest.path}")
-    dm = TileDataModule(
-        manifest,
-        scheme,
-        layers,
-        train_splits=train_splits,
-        val_splits=val_splits,
-        seed=cfg.seed,
-        **data_kwargs,
+        given = not OmegaConf.is_interpolation(cfg.data, "val_splits")
+        key = "data.val_splits" if given else "region.val_splits"
+        raise ConfigError(f"{key}={val_splits}: no tiles of these splits in {manifest.path}")
+    needs_blocks = Needs.NLCD_BLOCKS in task.criterion.needs  # loss=lsr: NLCD blocks
+    datamodule = instantiate(
+        cfg,
+        "data",
+        _convert_="all",
+        seed=int(cfg.seed),
+        layers={
+            "prior": prior_layer(cfg.prior.name),
+            "nlcd": cfg.region.nlcd_layer if needs_blocks else None,
+        },
     )
+    dm = datamodule(manifest, scheme)
     dm.setup("fit")  # opens and checks every layer file of every tile
     dm.train_dataloader()  # checks the crop size against the tiles
     check_input_bands(cfg, dm)

@@ -256,7 +256,7 @@ def test_hr_aux_predicts_with_its_extra_bands(root: Path) -> None:
     name = "enviroatlas_pittsburgh_pa_hr_aux"
     _fit(name, root)
     cfg = compose_config([*_overrides(name, root), "predict.checkpoint=last"])
-    assert len(cfg.data.extra_layers) == 1 and cfg.model.in_channels == 9
+    assert len(cfg.data.layers.extra) == 1 and cfg.model.in_channels == 9
     manifest = Manifest.read(predict(cfg, force=True))
     assert len(manifest) > 0
     for tile in manifest:

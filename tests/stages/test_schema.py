@@ -72,8 +72,8 @@ def test_validate_returns_the_checked_dataclass_with_resolved_values(tmp_path: P
             "data.training_copy_max_gb=lots: must be a number or null",
         ),
         (
-            "data.extra_layers=prior_fused",
-            "data.extra_layers=prior_fused: must be a list, e.g. [a,b]",
+            "data.layers.extra=prior_fused",
+            "data.layers.extra=prior_fused: must be a list, e.g. [a,b]",
         ),
         ("train.compile=[1]", "train.compile=[1]: must be true or false"),
         ("predict.window=big", "predict.window=big: must be an integer"),
