@@ -689,10 +689,10 @@ def _acquire(cfg: DictConfig, force: bool) -> Path:
 
 
 def _train_settings(sub: DictConfig) -> dict[str, Any]:
-    from lcip.stages.train import run_identity
+    from lcip.training.trainer import run_identity
 
     trainer = {k: v for k, v in to_dict(sub.trainer).items() if k not in COSMETIC_TRAINER_KEYS}
-    return {"run": run_identity(sub), "trainer": trainer, "train": to_dict(sub.train)}
+    return {"run": run_identity(to_dict(sub)), "trainer": trainer, "train": to_dict(sub.train)}
 
 
 def _step(

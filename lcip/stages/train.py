@@ -24,7 +24,6 @@ from lcip.training.trainer import (
     resume_checkpoint,
     trainer_arguments,
 )
-from lcip.training.trainer import run_identity as identity_of
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +112,6 @@ def check_input_bands(cfg: DictConfig, dm: Any) -> None:
             f"(imagery {dataset.layers.image!r} + data.layers.extra={extra}); set "
             f"model.in_channels={bands}"
         )
-
-
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that define a run (resolved): :data:`lcip.training.trainer.RUN_IDENTITY`."""
-    return identity_of(to_dict(cfg))
 
 
 def resume_from(cfg: DictConfig, force: bool) -> Path | None:
